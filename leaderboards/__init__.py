@@ -1,0 +1,1 @@
+"""The leaderboard store: append-only Parquet result files, queries, exports and plots."""
