@@ -94,7 +94,7 @@ def load_host(extra_modules: Iterable[str] = (), load_external: bool = True) -> 
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
         raise PluginError(
-            f"plugin {exc.plugin_name!r} implements a hook that poisonbench does not define: {exc}. "
+            f"plugin {pm.get_name(exc.plugin)!r} implements a hook that poisonbench does not define: {exc}. "
             f"Valid hooks: {', '.join(_hook_names())}"
         ) from None
     versions = {info.name: info.version for info in infos}

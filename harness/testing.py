@@ -1,0 +1,150 @@
+"""Contract checks for plugin authors: run these in your own plugin's test suite.
+
+Each ``check_*`` function exercises a component the way the harness will and raises
+``AssertionError`` with a message naming the broken promise: right types and shapes, poisons
+inside the feasible set, determinism under a seed, no mutation of the clean data, budgets
+respected. Example (pytest)::
+
+    from harness.testing import check_attack, toy_dataset
+    def test_my_attack_contract():
+        check_attack(MyAttack(), toy_dataset(), budget=10)
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Callable
+
+import numpy as np
+
+from harness.attack import Attack, PoisonBatch, Scenario
+from harness.dataset import Dataset, FeasibleSet, Subpopulation
+from harness.defence import DefendedFit, Defence, NoDefence
+from harness.learner import Learner, Model, Predictor
+
+__all__ = ["toy_dataset", "default_learner", "check_dataset", "check_learner", "check_attack", "check_defence"]
+
+
+def toy_dataset(n: int = 60, d: int = 4, seed: int = 0) -> Dataset:
+    """Two Gaussian blobs in ``[0, 1]^d`` with train / validation / test splits and one
+    subpopulation (``"corner"``: negatives with the largest first feature)."""
+    rng = np.random.default_rng(seed)
+
+    def sample(m: int) -> tuple[np.ndarray, np.ndarray]:
+        y = np.where(np.arange(m) % 2 == 0, 1.0, -1.0)
+        X = np.clip(0.5 + 0.15 * y[:, None] + 0.12 * rng.standard_normal((m, d)), 0.0, 1.0)
+        return X, y
+
+    X_tr, y_tr = sample(n)
+    X_te, y_te = sample(n)
+    X_va, y_va = sample(n // 2)
+    corner_tr = np.flatnonzero((y_tr < 0) & (X_tr[:, 0] > np.median(X_tr[:, 0])))
+    corner_te = np.flatnonzero((y_te < 0) & (X_te[:, 0] > np.median(X_te[:, 0])))
+    return Dataset(
+        name="toy",
+        X_train=X_tr, y_train=y_tr, X_test=X_te, y_test=y_te, X_val=X_va, y_val=y_va,
+        feasible=FeasibleSet.box(d, 0.0, 1.0),
+        subpopulations={"corner": Subpopulation("corner", corner_tr, corner_te)},
+        provenance={"generator": "harness.testing.toy_dataset", "seed": seed},
+    )
+
+
+def default_learner() -> Learner:
+    """The built-in exact linear SVM (C_R = 0.09), the reference victim for contract checks."""
+    from plugins.learners.linear import LinearSVM
+
+    return LinearSVM()
+
+
+def check_dataset(factory: Callable[..., Dataset], **params: Any) -> Dataset:
+    """A dataset factory returns a valid :class:`Dataset`, the same one for the same seed."""
+    first = factory(seed=0, **params)
+    assert isinstance(first, Dataset), f"dataset factory returned {type(first).__name__}, expected Dataset"
+    second = factory(seed=0, **params)
+    assert _fingerprint(first) == _fingerprint(second), "dataset is not deterministic under seed=0"
+    assert first.feasible.contains(first.X_train).all(), "training points lie outside the dataset's own feasible set"
+    return first
+
+
+def check_learner(learner: Learner, dataset: Dataset | None = None) -> Model:
+    """Fit, loss, gradient and objective are consistent; k copies ≡ weight k; inputs untouched."""
+    data = dataset or toy_dataset()
+    X, y = np.array(data.X_train), np.array(data.y_train)
+    before = _digest(X, y)
+    model = learner.fit(X, y)
+    assert _digest(X, y) == before, "learner.fit mutated its input arrays"
+    assert isinstance(model, Predictor), "fit must return a model with decision_function / predict / accuracy"
+    pred = model.predict(X)
+    assert pred.shape == y.shape and np.isin(pred, (-1.0, 1.0)).all(), "predict must return labels in {-1, +1}"
+    if isinstance(model, Model):
+        d = X.shape[1]
+        assert model.w.shape == (d,), f"model.w has shape {model.w.shape}, expected ({d},)"
+        losses = learner.loss(model, X, y)
+        assert losses.shape == (len(y),), f"loss returned shape {losses.shape}, expected ({len(y)},)"
+        grads = learner.loss_grad(model, X, y)
+        assert grads.shape == (len(y), d + 1), f"loss_grad returned shape {grads.shape}, expected ({len(y)}, {d + 1})"
+        expected = losses.mean() + learner.C_R * learner.regulariser(model)
+        assert np.isclose(learner.objective(model, X, y), expected, rtol=1e-9), "objective != mean loss + C_R·R(θ)"
+        weights = np.ones(len(y))
+        weights[0] = 3.0
+        copied = learner.fit(np.vstack([X, X[:1], X[:1]]), np.append(y, [y[0], y[0]]))
+        weighted = learner.fit(X, y, sample_weight=weights)
+        assert np.allclose(copied.theta, weighted.theta, atol=1e-5), "k copies of a point must equal weight k"
+    return model
+
+
+def check_attack(attack: Attack, dataset: Dataset | None = None, budget: int = 10, learner: Learner | None = None,
+                 subpopulation: str | None = None, seed: int = 0) -> list[PoisonBatch]:
+    """The attack yields valid batches inside the feasible set, respects the budget, is
+    deterministic under a seed and leaves the clean data untouched."""
+    data = dataset or toy_dataset()
+    if subpopulation is None and "corner" in data.subpopulations:
+        subpopulation = "corner"
+    scenario = Scenario(data, learner or default_learner(), NoDefence(), budget, seed, subpopulation)
+    before = _fingerprint(data)
+    batches = list(attack.poison(scenario))
+    assert _fingerprint(data) == before, "the attack mutated the clean dataset"
+    total = 0
+    for i, batch in enumerate(batches):
+        assert isinstance(batch, PoisonBatch), f"batch {i} is {type(batch).__name__}, expected PoisonBatch"
+        assert batch.X.shape[1] == data.n_features, f"batch {i} has {batch.X.shape[1]} features, expected {data.n_features}"
+        assert data.feasible.contains(batch.X).all(), f"batch {i} has poisons outside the feasible set"
+        assert isinstance(batch.diagnostics, dict), f"batch {i}: diagnostics must be a dict"
+        total += len(batch)
+    assert total <= budget, f"the attack produced {total} poisons, over the budget of {budget}"
+    again = list(attack.poison(scenario))
+    assert [_digest(b.X, b.y) for b in again] == [_digest(b.X, b.y) for b in batches], (
+        "the attack is not deterministic for a fixed scenario seed"
+    )
+    return batches
+
+
+def check_defence(defence: Defence, dataset: Dataset | None = None, learner: Learner | None = None) -> DefendedFit:
+    """The defence returns a :class:`DefendedFit` with a working model and numeric hyperparameters."""
+    data = dataset or toy_dataset()
+    X, y = np.array(data.X_train), np.array(data.y_train)
+    before = _digest(X, y)
+    fit = defence.fit(learner or default_learner(), X, y, None, data.X_val, data.y_val)
+    assert _digest(X, y) == before, "the defence mutated its input arrays"
+    assert isinstance(fit, DefendedFit), f"defence returned {type(fit).__name__}, expected DefendedFit"
+    assert isinstance(fit.model, Predictor), "DefendedFit.model must have decision_function / predict / accuracy"
+    for key, value in fit.hyperparameters.items():
+        assert np.isfinite(float(value)), f"hyperparameter {key!r} is not a finite number: {value!r}"
+    if fit.kept is not None:
+        assert fit.kept.shape == y.shape and fit.kept.dtype == bool, "DefendedFit.kept must be a boolean mask over the rows"
+    acc = fit.model.accuracy(data.X_test, data.y_test)
+    assert 0.0 <= acc <= 1.0, f"accuracy {acc} outside [0, 1]"
+    return fit
+
+
+def _digest(*arrays: np.ndarray) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def _fingerprint(data: Dataset) -> str:
+    parts = [data.X_train, data.y_train, data.X_test, data.y_test, data.feasible.lo, data.feasible.hi]
+    parts += [a for a in (data.X_val, data.y_val) if a is not None]
+    return _digest(*parts)
