@@ -21,7 +21,7 @@ class UnknownNameError(LookupError):
 
     def __init__(self, kind: str, name: str, valid: list[str]):
         self.kind, self.name, self.valid = kind, name, sorted(valid)
-        close = difflib.get_close_matches(name, self.valid, n=3, cutoff=0.5)
+        close = difflib.get_close_matches(name, self.valid, n=3, cutoff=0.6)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
         singular = kind[:-1] if kind.endswith("s") else kind
         super().__init__(f"unknown {singular} {name!r}.{hint} Valid: {', '.join(self.valid) or '(none)'}")
