@@ -1,0 +1,228 @@
+"""Built-in learners ``svm`` (hinge loss) and ``logistic``: exact, warm-started convex ERM.
+
+Both minimise the MTP paper's eq. (1) with per-sample weights as exact multiplicities::
+
+    J(θ) = (1/Σ_i s_i) Σ_i s_i l(θ; x_i, y_i) + C_R R(θ),   θ = (w, b)
+
+with ``R(θ) = (‖w‖² + b²)/2`` when ``regularise_bias`` (liblinear and the reference code) else
+``‖w‖²/2``. ``svm``: ``l = max(0, 1 − y(w·x + b))``, solved by dual coordinate descent to a
+certified relative duality gap. ``logistic``: ``l = log(1 + exp(−y(w·x + b)))``, solved by
+Newton-CG to a gradient-norm tolerance. Both warm-start from a previous fit (see ``fit``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from scipy.special import expit, log_expit
+
+from harness import hookimpl
+from harness.learner import Model
+from harness.validation import check_binary_labels, check_matrix, check_weights
+
+
+class _LinearLearner:
+    """Shared parameters, checks and the regulariser of the linear learners."""
+
+    name = ""
+
+    def __init__(self, C_R: float = 0.09, regularise_bias: bool = True, tol: float = 1e-10, max_iter: int = 100_000):
+        C_R = float(C_R)
+        if not (np.isfinite(C_R) and C_R > 0):
+            raise ValueError(f"C_R: expected a finite regularisation strength > 0, got {C_R}")
+        tol = float(tol)
+        if not (np.isfinite(tol) and tol > 0):
+            raise ValueError(f"tol: expected a finite tolerance > 0, got {tol}")
+        if int(max_iter) < 1:
+            raise ValueError(f"max_iter: expected a positive number of iterations, got {max_iter}")
+        self.C_R = C_R
+        self.regularise_bias = bool(regularise_bias)
+        self.tol = tol
+        self.max_iter = int(max_iter)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(C_R={self.C_R!r}, regularise_bias={self.regularise_bias!r}, "
+            f"tol={self.tol!r}, max_iter={self.max_iter!r})"
+        )
+
+    def with_regularisation(self, C_R: float) -> "_LinearLearner":
+        """A copy of this learner with L2 strength ``C_R`` (what the L2 defences tune)."""
+        return type(self)(C_R=C_R, regularise_bias=self.regularise_bias, tol=self.tol, max_iter=self.max_iter)
+
+    def _check_fit_input(self, X: Any, y: Any, sample_weight: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        Xa = np.ascontiguousarray(check_matrix(X, "X"))
+        if Xa.shape[0] == 0:
+            raise ValueError("X: expected at least one training point, got 0 rows")
+        ya = check_binary_labels(y, "y", Xa.shape[0])
+        sa = check_weights(sample_weight, Xa.shape[0])
+        return Xa, ya, sa
+
+    def _check_eval_input(self, model: Model, X: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
+        if not isinstance(model, Model):
+            raise ValueError(f"model: expected a harness.learner.Model, got {type(model).__name__}")
+        Xa = check_matrix(X, "X", model.w.shape[0])
+        ya = check_binary_labels(y, "y", Xa.shape[0])
+        return Xa, ya
+
+    def _margins(self, model: Model, X: Any, y: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        Xa, ya = self._check_eval_input(model, X, y)
+        return Xa, ya, ya * (Xa @ model.w + model.b)
+
+    def _reg_mask(self, d: int) -> np.ndarray:
+        mask = np.ones(d + 1)
+        mask[-1] = 1.0 if self.regularise_bias else 0.0
+        return mask
+
+    def regulariser(self, model: Model) -> float:
+        """``R(θ) = (‖w‖² + b²)/2``, or ``‖w‖²/2`` when the bias is not regularised."""
+        theta = model.theta
+        return 0.5 * float(theta @ (self._reg_mask(model.w.shape[0]) * theta))
+
+    def regulariser_grad(self, model: Model) -> np.ndarray:
+        """``∇R(θ) = (w, b)``, or ``(w, 0)`` when the bias is not regularised; shape (d + 1,)."""
+        return self._reg_mask(model.w.shape[0]) * model.theta
+
+    def loss(self, model: Model, X: np.ndarray, y: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def objective(self, model: Model, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> float:
+        """``J(θ) = (1/Σs) Σ s_i l(θ; x_i, y_i) + C_R R(θ)`` (MTP eq. 1)."""
+        losses = self.loss(model, X, y)
+        s = check_weights(sample_weight, losses.shape[0])
+        return float(s @ losses) / float(s.sum()) + self.C_R * self.regulariser(model)
+
+
+class LinearSVM(_LinearLearner):
+    """Linear SVM (hinge loss, L2), exact by dual coordinate descent with warm start."""
+
+    name = "svm"
+
+    def loss(self, model: Model, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Hinge loss ``max(0, 1 − y(w·x + b))`` per point, shape (n,)."""
+        _, _, m = self._margins(model, X, y)
+        return np.maximum(0.0, 1.0 - m)
+
+    def loss_grad(self, model: Model, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """A subgradient ``−y (x, 1)`` where ``y f(x) < 1``, else 0 (also at the kink); shape (n, d + 1)."""
+        Xa, ya, m = self._margins(model, X, y)
+        coef = np.where(m < 1.0, -ya, 0.0)
+        return np.hstack([coef[:, None] * Xa, coef[:, None]])
+
+    def fit(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        sample_weight: np.ndarray | None = None,
+        warm_start: Model | None = None,
+    ) -> Model:
+        """Minimise J to a relative duality gap ``(P − D)/P ≤ tol``.
+
+        Parameters
+        ----------
+        X, y, sample_weight
+            Training points, labels in {−1, +1} and non-negative weights (multiplicities).
+        warm_start
+            A model returned by an earlier ``fit`` of this class. Its dual variables start the
+            solver: the contract is that the first rows of ``X`` are the rows it was fitted on
+            (rows appended, weights changed — e.g. raised to add copies — and C_R changed are
+            all fine); α of appended rows starts at 0. The result never depends on the warm
+            start beyond ``tol``, since the fit stops only on the certified gap; a start that
+            breaks the contract only costs time. A model without dual state (from another
+            learner or from scikit-learn) is ignored except for its bias.
+
+        Returns
+        -------
+        Model
+            With ``info`` = objective, duality_gap (in units of J), relative_gap, iterations
+            (coordinate-descent passes), converged, and ``state`` holding the dual variables.
+        """
+        from plugins.learners._dual_cd import DualState, solve_svm
+
+        Xa, ya, sa = self._check_fit_input(X, y, sample_weight)
+        warm = None
+        b0 = 0.0
+        if warm_start is not None:
+            if warm_start.w.shape[0] != Xa.shape[1]:
+                raise ValueError(f"warm_start: expected a model with {Xa.shape[1]} weights, got {warm_start.w.shape[0]}")
+            warm = warm_start.state if isinstance(warm_start.state, DualState) else None
+            b0 = warm_start.b
+        sol = solve_svm(Xa, ya, sa, self.C_R, self.regularise_bias, self.tol, self.max_iter, warm=warm, b0=b0)
+        return Model(sol.w, sol.b, info=_plain(sol.info), state=sol.state)
+
+
+class LogisticRegression(_LinearLearner):
+    """Logistic regression (L2), exact by Newton-CG with warm start."""
+
+    name = "logistic"
+
+    def __init__(self, C_R: float = 0.09, regularise_bias: bool = True, tol: float = 1e-10, max_iter: int = 200):
+        super().__init__(C_R=C_R, regularise_bias=regularise_bias, tol=tol, max_iter=max_iter)
+
+    def loss(self, model: Model, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Logistic loss ``log(1 + exp(−y(w·x + b)))`` per point, shape (n,)."""
+        _, _, m = self._margins(model, X, y)
+        return -log_expit(m)
+
+    def loss_grad(self, model: Model, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Gradient ``−y σ(−y f(x)) (x, 1)`` per point, shape (n, d + 1)."""
+        Xa, ya, m = self._margins(model, X, y)
+        coef = -ya * expit(-m)
+        return np.hstack([coef[:, None] * Xa, coef[:, None]])
+
+    def fit(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        sample_weight: np.ndarray | None = None,
+        warm_start: Model | None = None,
+    ) -> Model:
+        """Minimise J until ``‖∇J(θ)‖₂ ≤ tol``.
+
+        Parameters
+        ----------
+        X, y, sample_weight
+            Training points, labels in {−1, +1} and non-negative weights (multiplicities).
+        warm_start
+            Any earlier model with the same number of features: Newton starts from its θ, and
+            from a fit of this class it also reuses the stored Hessian preconditioner. Intended
+            for re-fits after small changes (rows appended, weights raised); the result never
+            depends on it beyond ``tol``.
+
+        Returns
+        -------
+        Model
+            With ``info`` = objective, grad_norm, iterations (Newton steps), cg_iterations,
+            converged (and suboptimality_bound ``‖∇J‖²/(2 C_R)`` when the bias is regularised).
+
+        Raises
+        ------
+        ValueError
+            Also when the bias is not regularised and only one class has positive weight (then
+            no minimiser exists: the bias diverges).
+        """
+        from plugins.learners._newton import NewtonState, solve_logistic
+
+        Xa, ya, sa = self._check_fit_input(X, y, sample_weight)
+        if not self.regularise_bias and (sa[ya > 0].sum() == 0 or sa[ya < 0].sum() == 0):
+            raise ValueError("y: both classes need positive weight when the bias is not regularised")
+        theta0 = warm = None
+        if warm_start is not None:
+            if warm_start.w.shape[0] != Xa.shape[1]:
+                raise ValueError(f"warm_start: expected a model with {Xa.shape[1]} weights, got {warm_start.w.shape[0]}")
+            theta0 = warm_start.theta
+            warm = warm_start.state if isinstance(warm_start.state, NewtonState) else None
+        sol = solve_logistic(Xa, ya, sa, self.C_R, self.regularise_bias, self.tol, self.max_iter, theta0, warm)
+        return Model.from_theta(sol.theta, info=_plain(sol.info), state=sol.state)
+
+
+def _plain(info: dict) -> dict:
+    """Diagnostics as plain Python scalars (JSON-friendly)."""
+    return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in info.items()}
+
+
+@hookimpl
+def register_learners(register):
+    register(LinearSVM)
+    register(LogisticRegression)
