@@ -1,0 +1,437 @@
+"""Built-in attack ``kkt``: the KKT attack of Koh, Steinhardt & Liang (2018).
+
+For a target θ_p and a budget n, find two poison points (x₊, +1) and (x₋, −1) with counts
+n₊ + n₋ = n such that θ_p is (as nearly as possible) a stationary point of training on
+D_c ∪ D_p (MTP paper, section 5; SPEC §4). With N = |D_c| the learner's objective is
+
+    J(θ) = 1/(N+n) · [Σ_{D_c} l + n₊ l(θ; x₊, +1) + n₋ l(θ; x₋, −1)] + C_R · R(θ),
+
+so ∇J(θ_p) = 0  ⇔  Σ_{D_c} ∇l(θ_p) + n₊ ∇l₊ + n₋ ∇l₋ + (N+n) · C_R · ∇R(θ_p) = 0.
+The regulariser is scaled by N+n, not by n as SPEC §4 writes: multiplying J by N+n leaves
+C_R·R multiplied by N+n. (The reference code agrees: per clean point it adds
+(1 + n/N) · C_R · θ to the mean clean gradient.) We minimise ‖∇J(θ_p)‖₂ — the averaged
+form, so values are comparable across budgets — over the feasible set, for every split
+n₊/n on a grid (step 0.005) plus the split that zeroes the bias component, and keep the
+split with the lowest objective.
+
+Hinge loss (``svm``): with both points on the active side of the margin (y·f(x) ≤ 1) each
+contributes −y·(x, 1), so a split's problem is a convex second-order cone program in
+(x₊, x₋). It is built once with cvxpy Parameters for the split (DPP: compiled once, then
+re-solved for each grid point) and solved by Clarabel, falling back to SCS; the status is
+checked after every solve. Clean points lying exactly on the margin at θ_p have a
+subgradient −α·y·(x, 1), α ∈ [0, 1]; α is a variable too, so the objective is the distance
+from 0 to the subdifferential, and 0 means θ_p is *the* optimum (J is C_R-strongly convex,
+hence ‖θ̂ − θ_p‖ ≤ objective / C_R when the bias is regularised).
+
+Logistic loss (``logistic``): no margin and no convexity in (x₊, x₋); projected Adam on
+‖∇J(θ_p)‖² for all splits and seeded random restarts at once (vectorised).
+
+Integer features are relaxed to their box during the search (one-hot groups to the simplex)
+and rounded afterwards (one-hot: arg max). The reported objective is always recomputed from
+the final points, never taken from a solver.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+from scipy.optimize import linprog, lsq_linear
+
+from harness import hookimpl
+from harness.attack import PoisonBatch, Scenario
+from harness.dataset import FeasibleSet
+from harness.learner import Learner, Model
+
+#: cvxpy solvers tried in order for each split (all license-free).
+SOLVER_CHAIN = ("CLARABEL", "SCS")
+_HINGE, _LOGISTIC = "svm", "logistic"
+_RNG_STREAM = 0x4B4B54  # "KKT": random restarts of the logistic search
+
+
+@dataclass(frozen=True)
+class _Box:
+    """The feasible set as the search uses it: a box, integer flags and one-hot groups, each
+    group either *exact* (Σ = 1: every training row has one 1) or *capped* (Σ ≤ 1: a dropped
+    reference level, all zeros allowed). Which one is read from the training data."""
+
+    lo: np.ndarray
+    hi: np.ndarray
+    integer: np.ndarray
+    groups: tuple[tuple[np.ndarray, bool], ...]
+
+    @classmethod
+    def of(cls, feasible: FeasibleSet, X_train: np.ndarray) -> "_Box":
+        groups = []
+        for g in feasible.onehot_groups:
+            cols = np.array(g, dtype=np.int64)
+            groups.append((cols, bool(np.allclose(X_train[:, cols].sum(axis=1), 1.0))))
+        return cls(feasible.lo, feasible.hi, feasible.integer, tuple(groups))
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    """Two poison points with their counts and the search's own value for them."""
+
+    n_pos: int
+    x_pos: np.ndarray
+    x_neg: np.ndarray
+    search_value: float
+    solver: str
+
+
+class KKTAttack:
+    """KKT attack (Koh et al. 2018): n₊ copies of x₊ and n₋ of x₋ that make θ_p stationary."""
+
+    name = "kkt"
+    needs_budget = True
+
+    def __init__(
+        self,
+        target: str | Model,
+        split_step: float = 0.005,
+        margin_tol: float = 1e-6,
+        restarts: int = 4,
+        max_steps: int = 2000,
+        learning_rate: float = 0.05,
+    ) -> None:
+        """
+        Parameters
+        ----------
+        target : a target spec for :func:`plugins.targets.make_target` (``"subpop"``,
+            ``"error:0.1"``, ``"file:<path.npz>"`` …) or a fitted :class:`Model`.
+        split_step : grid step of n₊/n in (0, 1] (Koh et al.: 0.005).
+        margin_tol : hinge only; clean points with |y·f(x) − 1| ≤ margin_tol at θ_p count
+            as on the margin (subgradient α ∈ [0, 1]).
+        restarts, max_steps, learning_rate : logistic only; random restarts per split,
+            Adam steps, and the step size as a fraction of each feature's box width.
+        """
+        if not isinstance(target, (str, Model)):
+            raise ValueError(f"kkt: target must be a target spec string or a Model, got {type(target).__name__}")
+        if not 0.0 < split_step <= 1.0:
+            raise ValueError(f"kkt: split_step must be in (0, 1], got {split_step}")
+        if margin_tol < 0:
+            raise ValueError(f"kkt: margin_tol must be >= 0, got {margin_tol}")
+        if restarts < 1 or max_steps < 1 or learning_rate <= 0:
+            raise ValueError(
+                f"kkt: restarts and max_steps must be >= 1 and learning_rate > 0, "
+                f"got {restarts}, {max_steps}, {learning_rate}"
+            )
+        self.target = target
+        self.split_step = float(split_step)
+        self.margin_tol = float(margin_tol)
+        self.restarts = int(restarts)
+        self.max_steps = int(max_steps)
+        self.learning_rate = float(learning_rate)
+
+    def poison(self, scenario: Scenario) -> Iterator[PoisonBatch]:
+        """Yield one batch: the n = scenario.budget poisons and the diagnostics of the search."""
+        if scenario.budget is None:
+            raise ValueError("kkt needs its budget up front: set scenario.budget to the number of poisons")
+        loss = _loss_kind(scenario.learner)
+        start = time.perf_counter()
+        target = self._target_model(scenario)
+        data, learner, n = scenario.dataset, scenario.learner, int(scenario.budget)
+        if target.w.shape[0] != data.n_features:
+            raise ValueError(f"kkt: target has {target.w.shape[0]} features, the dataset {data.n_features}")
+        residual = _Residual(learner, target, data.X_train, data.y_train, n, loss == _HINGE, self.margin_tol)
+        if n == 0:
+            empty = np.empty((0, data.n_features))
+            yield PoisonBatch(empty, np.empty(0), {"kkt_objective": residual.norm(empty, empty, 0, 0)})
+            return
+        splits = _split_grid(n, self.split_step, residual.exact_bias_n_pos())
+        box = _Box.of(data.feasible, data.X_train)
+        if loss == _HINGE:
+            candidates, failed = _HingeSearch(residual, box).run(splits)
+        else:
+            rng = scenario.rng(_RNG_STREAM)
+            candidates, failed = self._logistic_search(residual, box, splits, rng), 0
+        if not candidates:
+            raise RuntimeError(f"kkt: every solver failed on all {len(splits)} splits ({', '.join(SOLVER_CHAIN)})")
+        best, best_value, best_points = None, np.inf, None
+        for cand in candidates:
+            x_pos, x_neg = _round(cand.x_pos, box), _round(cand.x_neg, box)
+            value = residual.norm(x_pos, x_neg, cand.n_pos, n - cand.n_pos)
+            if value < best_value:
+                best, best_value, best_points = cand, value, (x_pos, x_neg)
+        assert best is not None and best_points is not None
+        x_pos, x_neg = best_points
+        n_pos, n_neg = best.n_pos, n - best.n_pos
+        X_p = np.vstack([np.repeat(x_pos[None], n_pos, 0), np.repeat(x_neg[None], n_neg, 0)])
+        y_p = np.concatenate([np.ones(n_pos), -np.ones(n_neg)])
+        yield PoisonBatch(X_p, y_p, self._diagnostics(scenario, target, best, best_value, best_points,
+                                                      len(splits), failed, time.perf_counter() - start))
+
+    def _target_model(self, scenario: Scenario) -> Model:
+        if isinstance(self.target, Model):
+            return self.target
+        from plugins.targets import make_target
+
+        return make_target(self.target, scenario)
+
+    def _logistic_search(self, residual: "_Residual", box: _Box, splits: np.ndarray,
+                         rng: np.random.Generator) -> list[_Candidate]:
+        """Projected Adam on ‖∇J(θ_p)‖² over (x₊, x₋) for every split × restart at once."""
+        theta = residual.target.theta
+        w, b = theta[:-1], theta[-1]
+        S, R, d = len(splits), self.restarts, box.lo.shape[0]
+        p_pos = (splits / residual.total)[:, None, None]
+        p_neg = ((residual.n - splits) / residual.total)[:, None, None]
+        width = box.hi - box.lo
+        X = _project(box.lo + width * rng.random((2, S, R, d)), box)
+        m1, m2 = np.zeros_like(X), np.zeros_like(X)
+        labels = np.array([1.0, -1.0])[:, None, None, None]
+        best_val, best_X = np.full((S, R), np.inf), X.copy()
+        checkpoint = best_val.copy()
+        step = self.learning_rate * np.where(width > 0, width, 1.0)
+        beta1, beta2, eps = 0.9, 0.999, 1e-8
+        for t in range(1, self.max_steps + 1):
+            s = _sigmoid(-labels[..., 0] * (X @ w + b))[..., None]  # σ(−y·m), shape (2, S, R, 1)
+            coef = -labels * s  # ∇_θ l = coef · (x, 1)
+            r_w = residual.g[:-1] + p_pos * coef[0] * X[0] + p_neg * coef[1] * X[1]
+            r_b = residual.g[-1] + p_pos * coef[0] + p_neg * coef[1]
+            value = (r_w**2).sum(-1) + r_b[..., 0] ** 2
+            improved = value < best_val
+            best_val = np.where(improved, value, best_val)
+            best_X = np.where(improved[None, ..., None], X, best_X)
+            # d/dx of (x,1)·coef(x) projected on r: −y s r_w + s(1−s) θ_w (x·r_w + r_b)
+            inner = (X * r_w[None]).sum(-1, keepdims=True) + r_b[None]
+            jac_r = coef * r_w[None] + s * (1 - s) * w * inner
+            grad = 2 * np.stack([p_pos, p_neg]) * jac_r
+            m1 = beta1 * m1 + (1 - beta1) * grad
+            m2 = beta2 * m2 + (1 - beta2) * grad**2
+            X = _project(X - step * (m1 / (1 - beta1**t)) / (np.sqrt(m2 / (1 - beta2**t)) + eps), box)
+            if t % 100 == 0:
+                if t > 100 and np.all(checkpoint - best_val <= 1e-9 * checkpoint + 1e-16):
+                    break
+                checkpoint = best_val.copy()
+        pick = best_val.argmin(axis=1)
+        return [
+            _Candidate(int(k), best_X[0, i, pick[i]], best_X[1, i, pick[i]], float(np.sqrt(best_val[i, pick[i]])), "adam")
+            for i, k in enumerate(splits)
+        ]
+
+    def _diagnostics(self, scenario: Scenario, target: Model, best: _Candidate, value: float,
+                     points: tuple[np.ndarray, np.ndarray], n_splits: int, failed: int, seconds: float) -> dict:
+        data, learner, n = scenario.dataset, scenario.learner, int(scenario.budget or 0)
+        x_pos, x_neg = points
+        X = np.vstack([data.X_train, x_pos, x_neg])
+        y = np.concatenate([data.y_train, [1.0, -1.0]])
+        weights = np.concatenate([np.ones(data.n_train), [best.n_pos, n - best.n_pos]])
+        keep = weights > 0
+        model = learner.fit(X[keep], y[keep], sample_weight=weights[keep])
+        out = {
+            "kkt_objective": value,
+            "kkt_search_objective": best.search_value,
+            "n_pos": best.n_pos,
+            "n_neg": n - best.n_pos,
+            "split": best.n_pos / n,
+            "splits_tried": n_splits,
+            "splits_failed": failed,
+            "solver": best.solver,
+            "param_distance": float(np.linalg.norm(model.theta - target.theta)),
+            "test_accuracy": model.accuracy(data.X_test, data.y_test),
+            "target_test_accuracy": target.accuracy(data.X_test, data.y_test),
+            "wall_seconds": seconds,
+        }
+        if learner.regularise_bias:
+            out["param_distance_bound"] = value / learner.C_R
+        if scenario.subpopulation is not None:
+            idx = data.subpopulation(scenario.subpopulation).test_idx
+            out["subpop_accuracy"] = model.accuracy(data.X_test[idx], data.y_test[idx])
+        return out
+
+
+class _Residual:
+    """∇J(θ_p) on D_c ∪ {n₊ × (x₊, +1), n₋ × (x₋, −1)}, split into fixed and poison parts.
+
+    ``g`` is the clean part (Σ_{D_c} ∇l + (N+n) C_R ∇R)/(N+n), without clean margin points
+    for the hinge loss; those enter as columns ``A`` (−y·(x, 1)/(N+n)) with α ∈ [0, 1].
+    """
+
+    def __init__(self, learner: Learner, target: Model, X: np.ndarray, y: np.ndarray, n: int,
+                 hinge: bool, margin_tol: float) -> None:
+        self.learner, self.target, self.hinge, self.margin_tol = learner, target, hinge, margin_tol
+        self.n, self.total = n, X.shape[0] + n
+        grads = learner.loss_grad(target, X, y)
+        on_margin = self._on_margin(X, y)
+        reg = self.total * learner.C_R * learner.regulariser_grad(target)
+        self.bias_sum = float(grads[:, -1].sum() + reg[-1])  # learner's own subgradient convention
+        self.g = (grads[~on_margin].sum(axis=0) + reg) / self.total
+        self.A = self._margin_columns(X[on_margin], y[on_margin], np.ones(int(on_margin.sum())))
+
+    def _on_margin(self, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+        if not self.hinge:
+            return np.zeros(len(y), bool)
+        return np.abs(y * self.target.decision_function(X) - 1.0) <= self.margin_tol
+
+    def _margin_columns(self, X: np.ndarray, y: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        return (-(y * counts)[:, None] * np.hstack([X, np.ones((len(y), 1))])).T / self.total
+
+    def exact_bias_n_pos(self) -> float:
+        """n₊ that zeroes the bias component for two active hinge points: −n₊ + n₋ = −G_b."""
+        return (self.n + self.bias_sum) / 2.0
+
+    def norm(self, x_pos: np.ndarray, x_neg: np.ndarray, n_pos: int, n_neg: int) -> float:
+        """min over margin subgradients of ‖∇J(θ_p)‖₂ with these poisons (exact, from the points)."""
+        X = np.array([x_pos, x_neg]).reshape(-1, self.target.w.shape[0])
+        if X.shape[0] == 0:
+            return float(np.linalg.norm(self.g) if self.A.shape[1] == 0 else self._min_over_alpha(self.g, self.A))
+        y, counts = np.array([1.0, -1.0]), np.array([n_pos, n_neg], float)
+        keep = counts > 0
+        X, y, counts = X[keep], y[keep], counts[keep]
+        on_margin = self._on_margin(X, y)
+        grads = self.learner.loss_grad(self.target, X[~on_margin], y[~on_margin])
+        fixed = self.g + (counts[~on_margin, None] * grads).sum(axis=0) / self.total
+        A = np.hstack([self.A, self._margin_columns(X[on_margin], y[on_margin], counts[on_margin])])
+        return float(np.linalg.norm(fixed)) if A.shape[1] == 0 else self._min_over_alpha(fixed, A)
+
+    @staticmethod
+    def _min_over_alpha(fixed: np.ndarray, A: np.ndarray) -> float:
+        sol = lsq_linear(A, -fixed, bounds=(0.0, 1.0), method="bvls")
+        return float(np.linalg.norm(fixed + A @ sol.x))
+
+
+class _HingeSearch:
+    """One parameterised SOCP over the split; Clarabel → SCS per grid point, status checked."""
+
+    def __init__(self, residual: _Residual, box: _Box) -> None:
+        import cvxpy as cp
+
+        self.cp, self.residual, self.box = cp, residual, box
+        theta = residual.target.theta
+        self.w, self.b = theta[:-1], theta[-1]
+        self.sides = {+1: self._side_feasible(+1), -1: self._side_feasible(-1)}
+        if not any(self.sides.values()):
+            raise ValueError("kkt: no feasible point lies on the active side of the target's margin for either class")
+        d = box.lo.shape[0]
+        self.p_pos, self.p_neg = cp.Parameter(nonneg=True), cp.Parameter(nonneg=True)
+        self.x = {s: cp.Variable(d) for s in (+1, -1) if self.sides[s]}
+        r_w, r_b = residual.g[:-1], residual.g[-1] - self.p_pos + self.p_neg
+        constraints = []
+        for s, x in self.x.items():
+            p = self.p_pos if s > 0 else self.p_neg
+            r_w = r_w - s * p * x
+            constraints += [s * (self.w @ x + self.b) <= 1, x >= box.lo, x <= box.hi]
+            constraints += [cp.sum(x[cols]) == 1 if exact else cp.sum(x[cols]) <= 1 for cols, exact in box.groups]
+        k = residual.A.shape[1]
+        if k:
+            alpha = cp.Variable(k)
+            r_w, r_b = r_w + residual.A[:-1] @ alpha, r_b + residual.A[-1] @ alpha
+            constraints += [alpha >= 0, alpha <= 1]
+        self.problem = cp.Problem(cp.Minimize(cp.norm(cp.hstack([r_w, cp.reshape(r_b, (1,), order="C")]), 2)), constraints)
+
+    def _side_feasible(self, s: int) -> bool:
+        """Is {x in the box, one-hot groups respected: s·(w·x + b) ≤ 1} non-empty? (an LP)"""
+        d = self.box.lo.shape[0]
+        rows = [(np.isin(np.arange(d), cols).astype(float), exact) for cols, exact in self.box.groups]
+        eq = [r for r, exact in rows if exact]
+        ub = [r for r, exact in rows if not exact]
+        res = linprog(
+            s * self.w,
+            A_ub=np.array(ub) if ub else None, b_ub=np.ones(len(ub)) if ub else None,
+            A_eq=np.array(eq) if eq else None, b_eq=np.ones(len(eq)) if eq else None,
+            bounds=list(zip(self.box.lo, self.box.hi)), method="highs",
+        )
+        return bool(res.status == 0 and res.fun + s * self.b <= 1.0)
+
+    def run(self, splits: np.ndarray) -> tuple[list[_Candidate], int]:
+        n = self.residual.n
+        allowed = [int(k) for k in splits if (k == 0 or self.sides[+1]) and (k == n or self.sides[-1])]
+        candidates, failed = [], 0
+        for n_pos in allowed:
+            self.p_pos.value = n_pos / self.residual.total
+            self.p_neg.value = (n - n_pos) / self.residual.total
+            solver = self._solve()
+            if solver is None:
+                failed += 1
+                continue
+            x_pos = self._point(+1)
+            x_neg = self._point(-1)
+            candidates.append(_Candidate(n_pos, x_pos, x_neg, float(self.problem.value), solver))
+        return candidates, failed
+
+    def _solve(self) -> str | None:
+        cp = self.cp
+        for solver in SOLVER_CHAIN:
+            try:
+                self.problem.solve(solver=solver, warm_start=True)
+            except cp.error.SolverError:
+                continue
+            if self.problem.status == cp.OPTIMAL:
+                return solver
+        return None
+
+    def _point(self, s: int) -> np.ndarray:
+        """The solved point of side ``s``, clipped to the box; the box centre for a side that has
+        no feasible point (its count is then 0)."""
+        x = self.x.get(s)
+        if x is None:
+            return (self.box.lo + self.box.hi) / 2
+        return np.clip(np.asarray(x.value, dtype=np.float64), self.box.lo, self.box.hi)
+
+
+def _loss_kind(learner: Learner) -> str:
+    name = getattr(learner, "name", None)
+    if name not in (_HINGE, _LOGISTIC):
+        raise ValueError(f"kkt: supports the learners 'svm' (hinge) and 'logistic', got {name!r}")
+    return name
+
+
+def _split_grid(n: int, step: float, exact_n_pos: float) -> np.ndarray:
+    """Integer n₊ for n₊/n ∈ {0, step, 2·step, …, 1} and the bias-exact n₊ (clipped to [0, n])."""
+    fractions = np.append(np.arange(0.0, 1.0, step), 1.0)
+    n_pos = np.round(fractions * n)
+    n_pos = np.append(n_pos, np.clip(np.round(exact_n_pos), 0, n))
+    return np.unique(n_pos.astype(np.int64))
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * z))
+
+
+def _project(X: np.ndarray, box: _Box) -> np.ndarray:
+    """Euclidean projection on the box with its one-hot groups (last axis): exact groups on the
+    simplex {v ≥ 0, Σv = 1}, capped groups on {v ≥ 0, Σv ≤ 1}."""
+    X = np.clip(X, box.lo, box.hi)
+    for cols, exact in box.groups:
+        V = X[..., cols]
+        outside = np.ones(V.shape[:-1], bool) if exact else V.sum(axis=-1) > 1.0
+        V[outside] = _simplex(V[outside])
+        X[..., cols] = V
+    return X
+
+
+def _simplex(V: np.ndarray) -> np.ndarray:
+    """Projection of each row (last axis) on {v ≥ 0, Σ v = 1} (sort-based, Held et al. 1974)."""
+    U = -np.sort(-V, axis=-1)
+    css = np.cumsum(U, axis=-1) - 1.0
+    idx = np.arange(1, V.shape[-1] + 1)
+    rho = (U - css / idx > 0).sum(axis=-1, keepdims=True)
+    tau = np.take_along_axis(css, rho - 1, axis=-1) / rho
+    return np.maximum(V - tau, 0.0)
+
+
+def _round(x: np.ndarray, box: _Box) -> np.ndarray:
+    """Integer features rounded; a one-hot group set to its arg max (a copy). For a capped group
+    the dropped level, 1 − Σ group, competes too (all zeros when it wins)."""
+    x = x.copy()
+    for cols, exact in box.groups:
+        values = x[cols]
+        top = int(np.argmax(values))
+        x[cols] = 0.0
+        if exact or values[top] >= 1.0 - values.sum():
+            x[cols[top]] = 1.0
+    in_group = np.zeros(x.shape[0], bool)
+    for cols, _ in box.groups:
+        in_group[cols] = True
+    ints = box.integer & ~in_group
+    x[ints] = np.round(x[ints])
+    return np.clip(x, box.lo, box.hi)
+
+
+@hookimpl
+def register_attacks(register):
+    register(KKTAttack)

@@ -1,0 +1,148 @@
+"""KKT attack (plugins/attacks/kkt.py): recovers exactly attainable targets, reports the true
+gradient norm of the training objective, respects the feasible set and the budget."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from harness.attack import Scenario
+from harness.dataset import Dataset, FeasibleSet
+from harness.learner import Model
+from harness.plugins import load_host
+from harness.testing import check_attack, toy_dataset
+from plugins.attacks.kkt import KKTAttack
+from plugins.learners.linear import LinearSVM, LogisticRegression
+
+N_POS, N_NEG = 12, 8
+X_POS, X_NEG = 0.2, 0.8  # every feature; on the wrong side of the clean model for their labels
+
+
+def _attainable_target(learner, data: Dataset) -> Model:
+    """θ_p = the model trained on D_c + N_POS × (x₊, +1) + N_NEG × (x₋, −1)."""
+    d = data.n_features
+    X = np.vstack([data.X_train, np.full(d, X_POS), np.full(d, X_NEG)])
+    y = np.append(data.y_train, [1.0, -1.0])
+    weights = np.append(np.ones(data.n_train), [N_POS, N_NEG])
+    return learner.fit(X, y, sample_weight=weights)
+
+
+def _run(attack: KKTAttack, data: Dataset, learner, budget: int, subpopulation: str | None = None):
+    batches = list(attack.poison(Scenario(data, learner, budget=budget, seed=0, subpopulation=subpopulation)))
+    assert len(batches) == 1
+    return batches[0]
+
+
+@pytest.fixture(scope="module")
+def data() -> Dataset:
+    return toy_dataset(n=60, d=4, seed=1)
+
+
+def test_hinge_recovers_an_attainable_target(data):
+    learner = LinearSVM()
+    target = _attainable_target(learner, data)
+    # the construction's points lie on the active side of θ_p's margin, as the attack requires
+    assert target.decision_function(np.full((1, 4), X_POS))[0] < 1 and -target.decision_function(np.full((1, 4), X_NEG))[0] < 1
+    batch = _run(KKTAttack(target, split_step=0.05), data, learner, N_POS + N_NEG)
+    diag = batch.diagnostics
+    assert len(batch) == N_POS + N_NEG
+    assert diag["kkt_objective"] < 1e-8
+    assert diag["param_distance"] < 1e-6
+    assert diag["param_distance"] <= diag["param_distance_bound"] + 1e-9
+    assert diag["solver"] in ("CLARABEL", "SCS") and diag["splits_failed"] == 0
+    # n₊ identical copies of x₊ then n₋ of x₋
+    n_pos = diag["n_pos"]
+    assert (batch.y[:n_pos] == 1).all() and (batch.y[n_pos:] == -1).all()
+    assert np.unique(batch.X[:n_pos], axis=0).shape[0] == 1 and np.unique(batch.X[n_pos:], axis=0).shape[0] == 1
+
+
+def test_bias_exact_split_is_searched_off_the_grid(data):
+    """With grid {0, n/2, n} only, the split n₊ = 12 of n = 20 comes from the bias equation."""
+    learner = LinearSVM()
+    target = _attainable_target(learner, data)
+    diag = _run(KKTAttack(target, split_step=0.5), data, learner, N_POS + N_NEG).diagnostics
+    assert diag["splits_tried"] == 4
+    assert diag["n_pos"] == N_POS and diag["kkt_objective"] < 1e-8
+
+
+def test_logistic_recovers_an_attainable_target(data):
+    learner = LogisticRegression()
+    target = _attainable_target(learner, data)
+    diag = _run(KKTAttack(target, split_step=0.05, restarts=2), data, learner, N_POS + N_NEG).diagnostics
+    assert diag["kkt_objective"] < 1e-6
+    assert diag["param_distance"] < 1e-5
+    assert diag["solver"] == "adam"
+
+
+def test_objective_is_the_gradient_norm_of_the_training_objective(data):
+    """The reported value is ‖∇J(θ_p)‖ for J = mean loss over D_c ∪ D_p + C_R·R: checks the
+    (N + n)·C_R scaling of the regulariser against a finite-difference gradient of J."""
+    learner = LogisticRegression(C_R=0.5)
+    target = Model(np.array([1.0, -2.0, 0.5, 0.3]), -0.2)  # not attainable: the objective stays > 0
+    batch = _run(KKTAttack(target, split_step=0.1, restarts=2, max_steps=300), data, learner, 30)
+    X = np.vstack([data.X_train, batch.X])
+    y = np.concatenate([data.y_train, batch.y])
+    theta, h = target.theta, 1e-6
+    grad = np.array([
+        (learner.objective(Model.from_theta(theta + h * e), X, y) - learner.objective(Model.from_theta(theta - h * e), X, y))
+        / (2 * h)
+        for e in np.eye(theta.size)
+    ])
+    assert batch.diagnostics["kkt_objective"] > 1e-3
+    assert batch.diagnostics["kkt_objective"] == pytest.approx(np.linalg.norm(grad), rel=1e-6)
+
+
+def test_onehot_groups_and_integer_features_are_respected():
+    """Poisons are rounded onto the feasible set: one-hot group with exactly one 1, integers."""
+    rng = np.random.default_rng(0)
+    n = 80
+    cat = rng.integers(0, 3, n)
+    y = np.where(rng.random(n) < 0.5, 1.0, -1.0)
+    X = np.column_stack([np.clip(0.5 + 0.2 * y + 0.1 * rng.standard_normal(n), 0, 1), np.eye(3)[cat],
+                         rng.integers(0, 4, n)])
+    feasible = FeasibleSet(np.zeros(5), np.array([1, 1, 1, 1, 3.0]), integer=np.array([0, 1, 1, 1, 1], bool),
+                           onehot_groups=((1, 2, 3),))
+    data = Dataset("onehot", X, y, X, y, feasible)
+    learner = LinearSVM()
+    target = Model(np.array([-2.0, 0.5, -0.5, 0.0, 0.3]), 0.4)
+    batch = _run(KKTAttack(target, split_step=0.1), data, learner, 25)
+    assert feasible.contains(batch.X).all()
+    assert np.allclose(batch.X[:, 1:4].sum(axis=1), 1.0) and np.isin(batch.X[:, 1:], (0, 1, 2, 3)).all()
+    assert np.isfinite(batch.diagnostics["kkt_objective"])
+
+
+@pytest.mark.parametrize("learner", [LinearSVM(), LogisticRegression()], ids=["svm", "logistic"])
+def test_contract_budget_determinism_and_clean_data(data, learner):
+    target = _attainable_target(learner, data)
+    attack = KKTAttack(target, split_step=0.25, restarts=1, max_steps=200)
+    batches = check_attack(attack, data, budget=7, learner=learner)
+    assert sum(len(b) for b in batches) == 7
+    assert "subpop_accuracy" in batches[0].diagnostics  # check_attack targets the "corner" subpopulation
+
+
+def test_budget_zero_yields_an_empty_batch(data):
+    learner = LinearSVM()
+    batch = _run(KKTAttack(_attainable_target(learner, data)), data, learner, 0)
+    assert len(batch) == 0 and batch.diagnostics["kkt_objective"] > 0
+
+
+def test_bad_input_is_a_clear_error(data):
+    target = _attainable_target(LinearSVM(), data)
+    with pytest.raises(ValueError, match="budget up front"):
+        next(KKTAttack(target).poison(Scenario(data, LinearSVM())))
+    with pytest.raises(ValueError, match="split_step"):
+        KKTAttack(target, split_step=0.0)
+    with pytest.raises(ValueError, match="target must be"):
+        KKTAttack(3.0)
+
+    class Other(LinearSVM):
+        name = "huber"
+
+    with pytest.raises(ValueError, match="supports the learners"):
+        next(KKTAttack(target).poison(Scenario(data, Other(), budget=5)))
+
+
+def test_registered_as_needing_its_budget():
+    component = load_host(load_external=False).registry.get("attacks", "kkt")
+    assert component.factory.needs_budget is True
+    assert component.parameters["target"] == "<required>" and component.parameters["split_step"] == 0.005
