@@ -1,0 +1,100 @@
+"""Label-flipping baselines (plugins/attacks/label_flip.py): flipped copies of the right pool,
+clean data untouched, budgets exact, seeded."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from harness.attack import Scenario
+from harness.plugins import load_host
+from harness.testing import check_attack, toy_dataset
+from plugins.attacks.label_flip import RandomLabelFlip, SubpopulationLabelFlip
+from plugins.learners.linear import LinearSVM
+
+
+@pytest.fixture(scope="module")
+def data():
+    return toy_dataset(n=60, d=3, seed=2)
+
+
+def _poisons(attack, data, budget, seed=0, subpopulation="corner"):
+    batches = list(attack.poison(Scenario(data, LinearSVM(), budget=budget, seed=seed, subpopulation=subpopulation)))
+    X = np.vstack([b.X for b in batches]) if batches else np.empty((0, data.n_features))
+    y = np.concatenate([b.y for b in batches]) if batches else np.empty(0)
+    return batches, X, y
+
+
+def _source_rows(data, X, y):
+    """Index of the training row each poison copies (features equal, label flipped)."""
+    rows = []
+    for x, label in zip(X, y):
+        match = np.flatnonzero((data.X_train == x).all(axis=1) & (data.y_train == -label))
+        assert match.size, "a poison is not a flipped copy of a training point"
+        rows.append(match[0])
+    return np.array(rows)
+
+
+@pytest.mark.parametrize("budget", [0, 1, 25, 60, 61, 137])
+def test_random_flip_budget_is_exact_and_poisons_are_flipped_copies(data, budget):
+    batches, X, y = _poisons(RandomLabelFlip(batch_size=10), data, budget)
+    assert len(y) == budget
+    assert all(len(b) <= 10 for b in batches)
+    src = _source_rows(data, X, y)
+    # without replacement until the pool (60 points) is exhausted, then a fresh pass
+    first = src[: data.n_train]
+    assert np.unique(first).size == first.size
+    if budget:
+        assert batches[-1].diagnostics["flipped_total"] == budget
+        assert batches[-1].diagnostics["pool_exhausted"] == (budget > data.n_train)
+
+
+def test_subpopulation_flip_draws_only_from_the_subpopulation(data):
+    pool = data.subpopulation("corner").train_idx
+    budget = 2 * pool.size + 3  # forces reuse: two full passes and a bit
+    batches, X, y = _poisons(SubpopulationLabelFlip(batch_size=7), data, budget)
+    assert len(y) == budget
+    src = _source_rows(data, X, y)
+    assert np.isin(src, pool).all()
+    counts = np.bincount(src, minlength=data.n_train)[pool]
+    assert counts.min() >= 2 and counts.max() <= 3
+    assert batches[-1].diagnostics["pool_size"] == pool.size
+
+
+def test_clean_data_is_read_only_and_unchanged(data):
+    before = (data.X_train.copy(), data.y_train.copy())
+    batches, X, _ = _poisons(RandomLabelFlip(), data, 30)
+    assert not data.X_train.flags.writeable and not data.y_train.flags.writeable
+    X[:] = -1.0  # poisons are copies: writing them cannot reach the dataset
+    for b in batches:
+        b.X[:] = -1.0
+    assert np.array_equal(data.X_train, before[0]) and np.array_equal(data.y_train, before[1])
+
+
+@pytest.mark.parametrize("attack", [RandomLabelFlip(batch_size=4), SubpopulationLabelFlip(batch_size=4)],
+                         ids=["random", "subpop"])
+def test_contract_and_seed_determinism(data, attack):
+    check_attack(attack, data, budget=11)
+    _, X0, _ = _poisons(attack, data, 11, seed=0)
+    _, X0b, _ = _poisons(attack, data, 11, seed=0)
+    _, X1, _ = _poisons(attack, data, 11, seed=1)
+    assert np.array_equal(X0, X0b)
+    assert not np.array_equal(X0, X1)
+
+
+def test_without_a_budget_one_pass_over_the_pool(data):
+    _, _, y = _poisons(RandomLabelFlip(), data, None)
+    assert len(y) == data.n_train
+
+
+def test_bad_input_is_a_clear_error(data):
+    with pytest.raises(ValueError, match="batch_size"):
+        RandomLabelFlip(batch_size=0)
+    with pytest.raises(ValueError, match="needs scenario.subpopulation"):
+        SubpopulationLabelFlip().poison(Scenario(data, LinearSVM(), budget=5))
+
+
+def test_registered_as_incremental():
+    registry = load_host(load_external=False).registry
+    for name in ("label-flip", "subpop-label-flip"):
+        assert registry.get("attacks", name).factory.needs_budget is False
