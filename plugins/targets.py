@@ -197,13 +197,14 @@ def load_target(path: str | os.PathLike, n_features: int, cached: bool = False) 
         raise ValueError(f"target file {str(path)!r} does not exist; expected an NPZ with arrays w and b")
     try:
         with np.load(path, allow_pickle=False) as npz:
-            missing = {"w", "b"} - set(npz.files)
-            if missing:
-                raise ValueError(f"target file {str(path)!r}: missing array(s) {sorted(missing)}; expected w and b")
-            w, b = np.asarray(npz["w"], dtype=np.float64), np.asarray(npz["b"], dtype=np.float64)
-            info = json.loads(str(npz["info"])) if "info" in npz.files else {}
-    except (OSError, EOFError) as exc:
-        raise ValueError(f"target file {str(path)!r}: not a readable NPZ ({exc})") from None
+            arrays = {k: npz[k] for k in npz.files if k in ("w", "b", "info")}
+    except (OSError, EOFError, ValueError) as exc:
+        raise ValueError(f"target file {str(path)!r}: not a readable NPZ of plain arrays (no pickle) ({exc})") from None
+    missing = {"w", "b"} - set(arrays)
+    if missing:
+        raise ValueError(f"target file {str(path)!r}: missing array(s) {sorted(missing)}; expected w and b")
+    w, b = np.asarray(arrays["w"], dtype=np.float64), np.asarray(arrays["b"], dtype=np.float64)
+    info = json.loads(str(arrays["info"])) if "info" in arrays else {}
     if w.shape != (n_features,):
         raise ValueError(f"target file {str(path)!r}: w has shape {w.shape}, expected ({n_features},)")
     if b.size != 1:
