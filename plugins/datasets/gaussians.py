@@ -1,0 +1,94 @@
+"""Built-in dataset ``gaussians``: two Gaussian classes, the RMD paper's synthetic example.
+
+RMD paper appendix D.1: class 0 ~ N(μ₀, Σ), class 1 ~ N(μ₁, Σ) with μ₀ = (−3, 0),
+μ₁ = (3, 0) and the *covariance* Σ = diag(2.5, 1.5) (so standard deviations √2.5 and √1.5);
+32 training points (16 per class), 64 validation points (32 per class), feasible box
+[−9.5, 9.5]². Class 0 is labelled −1 and class 1 +1. Any dimension by giving means and
+variances of that length.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from harness import hookimpl
+from harness.dataset import Dataset, FeasibleSet
+
+
+def gaussians(
+    seed: int = 0,
+    n_train: int = 32,
+    n_val: int = 64,
+    n_test: int = 1000,
+    mean0: Sequence[float] = (-3.0, 0.0),
+    mean1: Sequence[float] = (3.0, 0.0),
+    variances: float | Sequence[float] = (2.5, 1.5),
+    bound: float = 9.5,
+) -> Dataset:
+    """Two Gaussian classes N(mean0, diag(variances)) -> −1 and N(mean1, ·) -> +1 (RMD paper, App. D.1).
+
+    Parameters
+    ----------
+    seed
+        Seeds the sampling; train, validation and test come from independent streams, so
+        changing one split's size leaves the other splits unchanged.
+    n_train, n_val, n_test
+        Split sizes; each split has ``n // 2`` points of class −1 and the rest of class +1.
+    mean0, mean1
+        Class means (their length is the dimension d).
+    variances
+        Diagonal of the shared covariance matrix (variances, not standard deviations): one
+        number for an isotropic covariance or d numbers.
+    bound
+        Feasible box ``[−bound, bound]^d`` for poison points.
+    """
+    mu0 = np.asarray(mean0, dtype=np.float64)
+    mu1 = np.asarray(mean1, dtype=np.float64)
+    if mu0.ndim != 1 or mu0.shape != mu1.shape or mu0.size == 0:
+        raise ValueError(f"gaussians: mean0 {mu0.shape} and mean1 {mu1.shape}: expected two vectors of the same length d >= 1")
+    var = np.asarray(variances, dtype=np.float64)
+    if var.ndim == 0:
+        var = np.full(mu0.shape, float(var))
+    if var.shape != mu0.shape or not (np.isfinite(var).all() and (var > 0).all()):
+        raise ValueError(f"gaussians: variances {np.asarray(variances).tolist()}: expected one positive number or {mu0.size} positive numbers")
+    if not (np.isfinite(bound) and bound > 0):
+        raise ValueError(f"gaussians: bound: expected a positive number, got {bound}")
+    if n_train < 2 or n_test < 2 or n_val < 0:
+        raise ValueError(
+            f"gaussians: n_train={n_train}, n_val={n_val}, n_test={n_test}: expected n_train >= 2, "
+            f"n_test >= 2 (both classes) and n_val >= 0"
+        )
+    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3)]
+    (X_tr, y_tr), (X_val, y_val), (X_te, y_te) = (
+        _sample(n, mu0, mu1, np.sqrt(var), rng) for n, rng in zip((n_train, n_val, n_test), streams)
+    )
+    d = mu0.size
+    return Dataset(
+        name="gaussians",
+        X_train=X_tr, y_train=y_tr, X_test=X_te, y_test=y_te,
+        X_val=X_val if n_val else None, y_val=y_val if n_val else None,
+        feasible=FeasibleSet.box(d, -bound, bound),
+        feature_names=tuple(f"x{j}" for j in range(d)),
+        provenance={
+            "source": "synthetic: two Gaussians, RMD paper appendix D.1",
+            "seed": seed,
+            "mean0 (-1)": mu0.tolist(), "mean1 (+1)": mu1.tolist(), "covariance diagonal": var.tolist(),
+            "split_sizes": {"train": n_train, "validation": n_val, "test": n_test},
+            "box": [-bound, bound],
+        },
+    )
+
+
+def _sample(n: int, mu0: np.ndarray, mu1: np.ndarray, std: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``n // 2`` points of class −1 then the rest of class +1, in random order."""
+    y = np.repeat([-1.0, 1.0], [n // 2, n - n // 2])
+    X = np.where(y[:, None] < 0, mu0, mu1) + rng.standard_normal((n, mu0.size)) * std
+    order = rng.permutation(n)
+    return X[order], y[order]
+
+
+@hookimpl
+def register_datasets(register):
+    register(gaussians)
