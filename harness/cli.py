@@ -97,3 +97,5 @@ def main(argv: list[str] | None = None) -> None:
     except USER_ERRORS as exc:
         UserError(str(exc)).show()
         sys.exit(2)
+from harness.cli_campaign import leaderboard, run  # noqa: E402
+cli.add_command(run); cli.add_command(leaderboard)  # noqa: E702

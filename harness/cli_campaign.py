@@ -1,0 +1,310 @@
+"""The ``poisonbench run`` and ``poisonbench leaderboard …`` commands (added to the CLI
+group at the end of :mod:`harness.cli`).
+
+``run`` exits with 0 when every trial succeeded (or was already done), 1 when some trial
+failed, 2 on a user error (bad campaign file, unknown name, unreachable cluster).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import warnings
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import click
+
+from harness.campaign import Campaign, CampaignError, Trial, load_campaign
+from harness.executors import EXECUTORS, CampaignReport, TrialOutcome, make_executor, run_campaign
+from harness.registry import UnknownNameError
+from leaderboards import export as lb_export
+from leaderboards import plot as lb_plot
+from leaderboards import query
+from leaderboards.export import text_table
+from leaderboards.store import DEFAULT_STORE, Store
+
+CAMPAIGN_OPTION = click.option(
+    "--campaign", "campaigns", multiple=True, metavar="NAME", help="Only these campaigns (repeatable; default: all)."
+)
+BUDGET_OPTION = click.option(
+    "--budget", "budgets", multiple=True, metavar="B", help="Only these budgets, as in the campaign: 100 or 0.05 (repeatable)."
+)
+METRIC_OPTION = click.option(
+    "--metric", type=click.Choice(query.METRICS), default="test_accuracy", show_default=True, help="Metric to rank / compare / plot."
+)
+STORE_OPTION = click.option(
+    "--store", "store_dir", envvar="POISONBENCH_STORE", default=DEFAULT_STORE, show_default=True,
+    type=click.Path(file_okay=False), help="Store directory (env POISONBENCH_STORE).",
+)
+
+
+class StderrProgress:
+    """One status line on stderr: done / failed / remaining and ETA (rewritten in place on a
+    terminal, one line per finished trial otherwise)."""
+
+    def __init__(self, stream: Any = None):
+        self.stream = stream or sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+
+    def start(self, campaign: str, total: int, skipped: int) -> None:
+        self.campaign, self.total, self.done, self.failed = campaign, total, 0, 0
+        self.t0 = time.perf_counter()
+        note = f" ({skipped} already in the store)" if skipped else ""
+        click.echo(f"[{campaign}] {total} trial(s) to run{note}", err=True)
+
+    def update(self, outcome: TrialOutcome) -> None:
+        self.done += 1
+        self.failed += outcome.status == "failed"
+        elapsed = time.perf_counter() - self.t0
+        remaining = self.total - self.done
+        eta = _hms(elapsed / self.done * remaining)
+        line = (
+            f"[{self.campaign}] {self.done}/{self.total} done, {self.failed} failed, {remaining} remaining, "
+            f"elapsed {_hms(elapsed)}, ETA {eta}"
+        )
+        if self.tty:
+            self.stream.write("\r" + line.ljust(100))
+            self.stream.flush()
+        else:
+            click.echo(line, err=True)
+
+    def finish(self) -> None:
+        if self.tty and getattr(self, "done", 0):
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+@click.command("run")
+@click.argument("campaign_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--executor", type=click.Choice(EXECUTORS), default="local", show_default=True, help="Where trials run.")
+@click.option("--address", default=None, help="Ray cluster address (ray executor); default: start a local Ray.")
+@click.option("--num-cpus", type=click.IntRange(min=1), default=None, help="CPUs of a locally started Ray (default: all).")
+@STORE_OPTION
+@click.option("--dry-run", is_flag=True, help="Print the trials (and whether they are done) without running them.")
+@click.option("--retry-failed", is_flag=True, help="Run again the trials that failed in earlier runs (skipped by default).")
+@click.pass_context
+def run(
+    ctx: click.Context, campaign_file: Path, executor: str, address: str | None, num_cpus: int | None,
+    store_dir: str, dry_run: bool, retry_failed: bool,
+) -> None:
+    """Run the trials of CAMPAIGN_FILE not yet in the store; print a summary table."""
+    from harness.cli import get_host
+
+    host = get_host(ctx)
+    campaign, trials = _load(campaign_file, host)
+    store = Store(store_dir)
+    with _warnings_to_stderr():
+        finished = store.finished(campaign.name)
+    if dry_run:
+        for t in trials:
+            state = finished.get(t.trial_id, "todo")
+            click.echo(f"{state:6}  {t.describe()}")
+        todo = sum(1 for t in trials if finished.get(t.trial_id) != "ok" and (retry_failed or t.trial_id not in finished))
+        click.echo(f"{len(trials)} trial(s), {todo} to run (dry run: nothing executed)")
+        return
+    plugin_modules = tuple(ctx.ensure_object(dict).get("plugin_modules", ()))
+    try:
+        runner = make_executor(executor, host, plugin_modules, address=address, num_cpus=num_cpus)
+        with _warnings_to_stderr():
+            store.write_campaign(campaign.name, _campaign_payload(campaign), {t.trial_id: t.as_dict() for t in trials})
+            report = run_campaign(campaign.name, trials, runner, store, host, retry_failed, StderrProgress())
+    except ValueError as exc:
+        raise _user_error(str(exc)) from None
+    click.echo(format_summary(report))
+    if report.failed or report.skipped_failed:
+        sys.exit(1)
+
+
+def _user_error(message: str) -> click.ClickException:
+    """:class:`harness.cli.UserError` (imported late: ``harness.cli`` imports this module)."""
+    from harness.cli import UserError
+
+    return UserError(message)
+
+
+def _load(path: Path, host: Any) -> tuple[Campaign, list[Trial]]:
+    try:
+        campaign = load_campaign(path)
+        return campaign, campaign.trials(host.registry)
+    except (CampaignError, UnknownNameError) as exc:
+        raise _user_error(str(exc)) from None
+
+
+def _campaign_payload(campaign: Campaign) -> dict[str, Any]:
+    return {"campaign": campaign.name, "description": campaign.description, "source_file": campaign.path, "source": campaign.source}
+
+
+def format_summary(report: CampaignReport) -> str:
+    """A table per (dataset, learner, defence, attack): trials ok / failed and the mean test
+    accuracy at the largest budget; then the failed trials with their errors."""
+    groups: dict[tuple[str, ...], dict[str, Any]] = defaultdict(lambda: {"ok": 0, "failed": 0, "acc": []})
+    for o in report.outcomes:
+        t = o.trial
+        g = groups[(t.dataset.label, t.learner.label, t.defence.label, t.attack.label)]
+        g[o.status] += 1
+        g["acc"] += [
+            (r["budget"], r["test_accuracy"]) for r in o.rows
+            if r.get("kind") == "checkpoint" and r.get("status") == "ok" and r.get("test_accuracy") is not None
+        ]
+    lines = [
+        f"campaign {report.campaign}: {report.total} trial(s): {report.ok} ok, {len(report.failed)} failed, "
+        f"{report.skipped_ok + report.skipped_failed} skipped (already in the store"
+        + (f"; {report.skipped_failed} of them failed, rerun with --retry-failed" if report.skipped_failed else "")
+        + f"), {report.wall_seconds:.1f} s"
+    ]
+    if groups:
+        header = ("dataset", "learner", "defence", "attack", "ok", "failed", "acc@max budget")
+        body = [
+            (*key, str(g["ok"]), str(g["failed"]), _mean_at_max(g["acc"])) for key, g in groups.items()
+        ]
+        lines.append(text_table(header, body))
+    for o in report.failed:
+        lines.append(f"FAILED {o.trial.trial_id} {o.trial.attack.label} seed={o.trial.seed}: {_clip(o.error or '', 160)}")
+    return "\n".join(lines)
+
+
+def _mean_at_max(pairs: list[tuple[int, float]]) -> str:
+    """Mean accuracy over the rows at the largest budget (in poisons) of a group."""
+    if not pairs:
+        return "-"
+    top = max(b for b, _ in pairs)
+    accs = [a for b, a in pairs if b == top]
+    return f"{sum(accs) / len(accs):.4f} (n_p={top})"
+
+
+def _clip(text: str, n: int) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _hms(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+class _warnings_to_stderr(warnings.catch_warnings):
+    """Show warnings (corrupt store files…) as one ``Warning: …`` line each on stderr."""
+
+    def __init__(self) -> None:
+        super().__init__(record=True)
+
+    def __enter__(self) -> Any:
+        self.caught = super().__enter__()
+        warnings.simplefilter("always")
+        return self.caught
+
+    def __exit__(self, *exc: Any) -> None:
+        super().__exit__(*exc)
+        for w in self.caught:
+            click.echo(f"Warning: {w.message}", err=True)
+
+
+@click.group("leaderboard")
+def leaderboard() -> None:
+    """Query the result store: ranked tables, comparisons, exports and plots."""
+
+
+@leaderboard.command("show")
+@STORE_OPTION
+@CAMPAIGN_OPTION
+@BUDGET_OPTION
+@METRIC_OPTION
+@click.option("--descending", is_flag=True, help="Rank the highest value first (default: lowest accuracy = strongest attack first).")
+def show(store_dir: str, campaigns: tuple[str, ...], budgets: tuple[str, ...], metric: str, descending: bool) -> None:
+    """Ranked attacks per campaign × dataset × learner × defence × budget (mean ± s.e. over seeds)."""
+    entries = _leaderboard(store_dir, campaigns, budgets, metric, descending)
+    columns = lb_export.leaderboard_columns(entries)
+    body = [c for c in columns if c[1] not in query.GROUP]
+    blocks: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for e in entries:
+        blocks.setdefault(tuple(e[k] for k in query.GROUP), []).append(e)
+    for key, rows in blocks.items():
+        campaign, *parts = key
+        title = " / ".join(str(p) for p in parts[:3]) + (f"  (subpopulation {parts[3]})" if parts[3] else "")
+        click.echo(f"== {title}  [campaign {campaign}] ==")
+        click.echo(lb_export.render(rows, body, "text"))
+
+
+@leaderboard.command("compare")
+@click.option("--attacks", nargs=2, metavar="A B", default=None, help="Compare two attack labels.")
+@click.option("--campaigns", "two_campaigns", nargs=2, metavar="C1 C2", default=None, help="Compare two campaigns.")
+@STORE_OPTION
+@CAMPAIGN_OPTION
+@BUDGET_OPTION
+@METRIC_OPTION
+@click.option("--format", "fmt", type=click.Choice(lb_export.FORMATS), default="text", show_default=True)
+def compare(
+    attacks: tuple[str, str] | None, two_campaigns: tuple[str, str] | None, store_dir: str,
+    campaigns: tuple[str, ...], budgets: tuple[str, ...], metric: str, fmt: str,
+) -> None:
+    """Two attacks (--attacks A B) or two campaigns (--campaigns C1 C2) side by side, with B − A."""
+    if (attacks is None) == (two_campaigns is None):
+        raise _user_error("compare: give exactly one of --attacks A B or --campaigns C1 C2")
+    by, (a, b) = ("attacks", attacks) if attacks else ("campaigns", two_campaigns)
+    selected = campaigns if by == "attacks" else tuple(dict.fromkeys((*campaigns, a, b)))
+    table = _read(store_dir, selected)
+    try:
+        rows = query.compare(table, by, a, b, metric, budgets)
+    except ValueError as exc:
+        raise _user_error(str(exc)) from None
+    click.echo(lb_export.render(rows, lb_export.compare_columns(rows), fmt), nl=False)
+
+
+@leaderboard.command("export")
+@click.option("--format", "fmt", type=click.Choice(lb_export.FORMATS[1:]), required=True, help="Output format.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None, help="File to write (default: stdout).")
+@STORE_OPTION
+@CAMPAIGN_OPTION
+@BUDGET_OPTION
+@METRIC_OPTION
+@click.option("--descending", is_flag=True, help="Rank the highest value first.")
+def export(
+    fmt: str, output: Path | None, store_dir: str, campaigns: tuple[str, ...], budgets: tuple[str, ...], metric: str,
+    descending: bool,
+) -> None:
+    """The ranked leaderboard as Markdown, CSV, HTML or JSON."""
+    entries = _leaderboard(store_dir, campaigns, budgets, metric, descending)
+    text = lb_export.render(entries, lb_export.leaderboard_columns(entries), fmt)
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text, encoding="utf-8")
+        click.echo(f"wrote {output}", err=True)
+
+
+@leaderboard.command("plot")
+@click.argument("kind", type=click.Choice(lb_plot.KINDS))
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True, help="PNG, SVG or PDF file.")
+@STORE_OPTION
+@CAMPAIGN_OPTION
+@METRIC_OPTION
+def plot(kind: str, output: Path, store_dir: str, campaigns: tuple[str, ...], metric: str) -> None:
+    """Figures: accuracy vs poisons, loss-distance convergence, λ vs poison fraction."""
+    table = _read(store_dir, campaigns)
+    try:
+        path = lb_plot.plot(table, kind, output, metric)
+    except ValueError as exc:
+        raise _user_error(str(exc)) from None
+    click.echo(f"wrote {path}", err=True)
+
+
+def _read(store_dir: str, campaigns: tuple[str, ...]) -> Any:
+    store = Store(store_dir)
+    with _warnings_to_stderr():
+        try:
+            table = store.read(campaigns or None)
+        except ValueError as exc:
+            raise _user_error(str(exc)) from None
+    if table.num_rows == 0:
+        raise _user_error(f"no results in the store {store_dir!r}; run `poisonbench run CAMPAIGN.toml` first")
+    return table
+
+
+def _leaderboard(store_dir: str, campaigns: tuple[str, ...], budgets: tuple[str, ...], metric: str, descending: bool) -> list[dict[str, Any]]:
+    table = _read(store_dir, campaigns)
+    try:
+        return query.leaderboard(table, metric, budgets, ascending=not descending)
+    except ValueError as exc:
+        raise _user_error(str(exc)) from None

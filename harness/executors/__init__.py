@@ -1,0 +1,161 @@
+"""Executors run trials and hand back their rows; :func:`run_campaign` drives one campaign.
+
+An executor's ``run(trials, on_start)`` yields a :class:`TrialOutcome` per trial **in
+completion order** and never raises for a trial's own failure (a plugin that raises, hangs
+past the timeout or returns bad data becomes a failed row). Built-ins: ``local``
+(:mod:`harness.executors.local`, serial, in-process or in a killable child process when a
+timeout is set) and ``ray`` (:mod:`harness.executors.ray_executor`).
+
+:func:`run_campaign` skips trials whose results are already in the store, writes every
+outcome to the store as it arrives (so an interrupted campaign loses no finished trial) and
+calls the ``trial_started`` / ``trial_finished`` hooks.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Protocol, Sequence
+
+from harness.campaign import Trial
+from harness.plugins import PluginHost
+
+EXECUTORS = ("local", "ray")
+
+OnStart = Callable[[Trial], None]
+
+
+@dataclass
+class TrialOutcome:
+    """The rows one trial produced."""
+
+    trial: Trial
+    rows: list[dict[str, Any]]
+
+    @property
+    def status(self) -> str:
+        return "ok" if self.rows and all(r.get("status") == "ok" for r in self.rows) else "failed"
+
+    @property
+    def error(self) -> str | None:
+        return next((r.get("error") for r in self.rows if r.get("error")), None)
+
+
+class Executor(Protocol):
+    name: str
+
+    def run(self, trials: Sequence[Trial], on_start: OnStart | None = None) -> Iterator[TrialOutcome]:
+        """Run ``trials``; yield each outcome as it completes. ``on_start`` is called when a
+        trial is dispatched."""
+        ...
+
+    def close(self) -> None:
+        """Release workers / cluster connections."""
+        ...
+
+
+def make_executor(
+    name: str,
+    host: PluginHost,
+    plugin_modules: Sequence[str] = (),
+    address: str | None = None,
+    num_cpus: int | None = None,
+) -> Executor:
+    """The executor called ``name`` (``local`` or ``ray``)."""
+    if name == "local":
+        if address is not None:
+            raise ValueError("--address: only the ray executor connects to a cluster; use --executor ray")
+        from harness.executors.local import LocalExecutor
+
+        return LocalExecutor(host, plugin_modules)
+    if name == "ray":
+        from harness.executors.ray_executor import RayExecutor
+
+        return RayExecutor(plugin_modules, address=address, num_cpus=num_cpus)
+    raise ValueError(f"executor {name!r}: expected one of {', '.join(EXECUTORS)}")
+
+
+@dataclass
+class CampaignReport:
+    """What one ``run_campaign`` call did."""
+
+    campaign: str
+    total: int
+    skipped_ok: int = 0
+    skipped_failed: int = 0
+    outcomes: list[TrialOutcome] = field(default_factory=list)
+    wall_seconds: float = 0.0
+
+    @property
+    def failed(self) -> list[TrialOutcome]:
+        return [o for o in self.outcomes if o.status == "failed"]
+
+    @property
+    def ok(self) -> int:
+        return len(self.outcomes) - len(self.failed)
+
+
+class Progress(Protocol):
+    def start(self, campaign: str, total: int, skipped: int) -> None: ...
+
+    def update(self, outcome: TrialOutcome) -> None: ...
+
+    def finish(self) -> None: ...
+
+
+def select_trials(trials: Sequence[Trial], finished: dict[str, str], retry_failed: bool) -> tuple[list[Trial], int, int]:
+    """Trials still to run: those not in the store, plus failed ones when ``retry_failed``.
+    Returns ``(todo, n_skipped_ok, n_skipped_failed)``."""
+    todo, skip_ok, skip_failed = [], 0, 0
+    for t in trials:
+        status = finished.get(t.trial_id)
+        if status == "ok":
+            skip_ok += 1
+        elif status == "failed" and not retry_failed:
+            skip_failed += 1
+        else:
+            todo.append(t)
+    return todo, skip_ok, skip_failed
+
+
+def run_campaign(
+    campaign: str,
+    trials: Sequence[Trial],
+    executor: Executor,
+    store: Any,
+    host: PluginHost,
+    retry_failed: bool = False,
+    progress: Progress | None = None,
+) -> CampaignReport:
+    """Run the trials of ``campaign`` not yet in ``store`` (a :class:`leaderboards.store.Store`)."""
+    t0 = time.perf_counter()
+    todo, skip_ok, skip_failed = select_trials(trials, store.finished(campaign), retry_failed)
+    report = CampaignReport(campaign, len(trials), skip_ok, skip_failed)
+    if progress is not None:
+        progress.start(campaign, len(todo), skip_ok + skip_failed)
+
+    def on_start(trial: Trial) -> None:
+        _call_hook(host, "trial_started", trial=trial.as_dict())
+
+    try:
+        for outcome in executor.run(todo, on_start):
+            store.write_trial(campaign, outcome.trial.trial_id, outcome.rows)
+            report.outcomes.append(outcome)
+            _call_hook(host, "trial_finished", trial=outcome.trial.as_dict(), rows=outcome.rows)
+            if progress is not None:
+                progress.update(outcome)
+    finally:
+        executor.close()
+        if progress is not None:
+            progress.finish()
+    report.wall_seconds = time.perf_counter() - t0
+    return report
+
+
+def _call_hook(host: PluginHost, hook: str, **kwargs: Any) -> None:
+    """Call a lifecycle hook; an observer that raises is a warning, never the end of a campaign."""
+    try:
+        getattr(host.pm.hook, hook)(**kwargs)
+    except Exception as exc:
+        warnings.warn(f"{hook} hook raised {type(exc).__name__}: {exc}", RuntimeWarning, stacklevel=2)

@@ -1,0 +1,146 @@
+"""The ``local`` executor: trials one after another on this machine.
+
+A trial without a timeout runs in-process (no start-up cost; what most tests use). A trial
+with a timeout runs in a child process started with the ``spawn`` context, kept alive and
+reused from trial to trial; when a trial overruns, the child is killed (a hang in C code
+cannot be interrupted any other way), the trial becomes a failed row and a fresh child serves
+the next trial. A child that dies on its own (segfault, out of memory) is a system failure:
+the trial is retried up to ``trial.max_retries`` times. Plugin exceptions are never retried.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+from multiprocessing.connection import Connection
+from typing import Any, Iterator, Sequence
+
+from harness.campaign import Trial
+from harness.executors import OnStart, TrialOutcome
+from harness.plugins import PluginHost
+from harness.results import utcnow
+from harness.trial import failure_rows, host_for, run_trial
+
+#: Seconds a fresh child may take to import the plugins before it counts as broken.
+STARTUP_TIMEOUT = 120.0
+
+
+class LocalExecutor:
+    """Serial execution; a killable child process for trials with a timeout."""
+
+    name = "local"
+
+    def __init__(self, host: PluginHost, plugin_modules: Sequence[str] = ()):
+        self.host = host
+        self.plugin_modules = tuple(plugin_modules)
+        self._child: _Child | None = None
+
+    def run(self, trials: Sequence[Trial], on_start: OnStart | None = None) -> Iterator[TrialOutcome]:
+        for trial in trials:
+            if on_start is not None:
+                on_start(trial)
+            if trial.timeout is None:
+                rows = run_trial(trial, self.host, self.name)
+            else:
+                rows = self._run_in_child(trial)
+            yield TrialOutcome(trial, rows)
+
+    def close(self) -> None:
+        if self._child is not None:
+            self._child.stop()
+            self._child = None
+
+    def _run_in_child(self, trial: Trial) -> list[dict[str, Any]]:
+        started, t0 = utcnow(), time.perf_counter()
+        attempts, attempt = trial.max_retries + 1, 0
+        while True:
+            attempt += 1
+            if self._child is None:
+                try:
+                    self._child = _Child(self.plugin_modules)
+                except _ChildDied as exc:
+                    return failure_rows(trial, f"local executor: worker process failed to start: {exc}", self.name, started)
+            try:
+                return self._child.run(trial, float(trial.timeout))
+            except TimeoutError:
+                self._child.kill()
+                self._child = None
+                return failure_rows(
+                    trial, f"timeout: trial did not finish within {trial.timeout:g} s and was killed",
+                    self.name, started, time.perf_counter() - t0,
+                )
+            except _ChildDied as exc:
+                self._child = None
+                if attempt == attempts:
+                    return failure_rows(
+                        trial, f"system failure: worker process died ({exc}) in {attempts} attempt(s)",
+                        self.name, started, time.perf_counter() - t0,
+                    )
+
+
+class _ChildDied(RuntimeError):
+    pass
+
+
+class _Child:
+    """A spawned worker process that runs trials sent over a pipe."""
+
+    def __init__(self, plugin_modules: tuple[str, ...]):
+        ctx = mp.get_context("spawn")
+        self.conn, child_conn = ctx.Pipe()
+        self.proc = ctx.Process(target=_child_main, args=(child_conn, plugin_modules), daemon=True)
+        self.proc.start()
+        child_conn.close()
+        try:
+            ready = self._receive(STARTUP_TIMEOUT)
+        except TimeoutError:
+            ready = f"no answer within {STARTUP_TIMEOUT:g} s"
+        if ready != "ready":
+            self.kill()
+            raise _ChildDied(str(ready))
+
+    def run(self, trial: Trial, timeout: float) -> list[dict[str, Any]]:
+        try:
+            self.conn.send(trial)
+        except (BrokenPipeError, OSError) as exc:
+            raise _ChildDied(f"cannot send the trial: {exc}") from None
+        return self._receive(timeout)
+
+    def _receive(self, timeout: float) -> Any:
+        try:
+            if not self.conn.poll(timeout):
+                raise TimeoutError
+            return self.conn.recv()
+        except (EOFError, OSError):
+            self.proc.join(5)
+            raise _ChildDied(f"exit code {self.proc.exitcode}") from None
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.join()
+        self.conn.close()
+
+    def stop(self) -> None:
+        try:
+            self.conn.send(None)
+        except OSError:
+            pass
+        self.proc.join(5)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join()
+        self.conn.close()
+
+
+def _child_main(conn: Connection, plugin_modules: tuple[str, ...]) -> None:
+    try:
+        host = host_for(plugin_modules)
+    except Exception as exc:
+        conn.send(f"{type(exc).__name__}: {exc}")
+        return
+    conn.send("ready")
+    while True:
+        trial = conn.recv()
+        if trial is None:
+            return
+        conn.send(run_trial(trial, host, LocalExecutor.name))

@@ -1,0 +1,255 @@
+"""Run one trial: build the components, stream the attack's poisons, evaluate at checkpoints.
+
+For an incremental attack the scenario budget is the largest budget and the attack runs
+once; at each checkpoint (the cumulative poison count reaches a budget, or the attack stops)
+the defence fits the learner on ``D_c ∪ D_p[:budget]`` (with the dataset's validation split)
+and a result row records the defended model's test / subpopulation accuracy, the defence's
+λ and the attack's latest diagnostics. An attack with ``needs_budget = True`` gets a trial per
+budget. Every poison batch is checked (shape ``(k, d)``, finite, labels ±1, inside the
+feasible box to ``feasibility_tol``, never past the budget); any exception or violation makes
+the trial's rows ``status = "failed"`` with an error naming the component. Never raises.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from harness.attack import PoisonBatch, Scenario
+from harness.campaign import Trial, budget_spec, resolve_budget
+from harness.dataset import Dataset
+from harness.plugins import PluginHost, load_host
+from harness.results import DIAGNOSTIC_COLUMNS, finite_or_none, jsonable, provenance, to_json, utcnow
+
+_HOSTS: dict[tuple[str, ...], PluginHost] = {}
+
+
+class ComponentError(Exception):
+    """A component misbehaved; the message starts with ``<kind> '<name>':``."""
+
+
+def host_for(extra_modules: Sequence[str]) -> PluginHost:
+    """The plugin host of this process for ``extra_modules`` (built once per process; used by
+    executor workers, which cannot receive a host from the driver)."""
+    key = tuple(extra_modules)
+    if key not in _HOSTS:
+        _HOSTS[key] = load_host(key)
+    return _HOSTS[key]
+
+
+def run_trial(trial: Trial, host: PluginHost, executor: str = "local") -> list[dict[str, Any]]:
+    """Run ``trial`` and return its result rows (checkpoint rows, trace rows, or failed rows)."""
+    return _TrialRun(trial, host, executor).run()
+
+
+def failure_rows(trial: Trial, error: str, executor: str, started_at: Any = None, wall_seconds: float | None = None) -> list[dict[str, Any]]:
+    """The single failed row of a trial that produced nothing (timeout, crashed worker)."""
+    row = {
+        **base_row(trial, executor),
+        "kind": "checkpoint", "checkpoint": 0, "step": 0, "status": "failed", "error": error,
+        "started_at": started_at or utcnow(), "finished_at": utcnow(), "wall_seconds": wall_seconds,
+    }
+    return [row]
+
+
+def base_row(trial: Trial, executor: str) -> dict[str, Any]:
+    """Columns every row of ``trial`` shares: identity, configuration, provenance."""
+    row: dict[str, Any] = {
+        "campaign": trial.campaign,
+        "trial_id": trial.trial_id,
+        "config_hash": trial.config_hash,
+        "subpopulation": trial.subpopulation,
+        "seed": trial.seed,
+        "config": to_json(trial.as_dict()),
+        "target": _target(trial.attack.params),
+        **provenance(executor),
+    }
+    for kind in ("dataset", "learner", "defence", "attack"):
+        spec = getattr(trial, kind)
+        row[kind] = spec.name
+        row[f"{kind}_params"] = to_json(spec.params)
+        row[f"{kind}_label"] = spec.label
+    return row
+
+
+def _target(params: dict[str, Any]) -> str | None:
+    target = params.get("target")
+    return None if target is None else str(target)
+
+
+class _TrialRun:
+    def __init__(self, trial: Trial, host: PluginHost, executor: str):
+        self.trial, self.host = trial, host
+        self.base = base_row(trial, executor)
+        self.rows: list[dict[str, Any]] = []
+        self.stage = ("dataset", trial.dataset.name)
+        self.step = 0
+        self.count = 0
+        self.diagnostics: dict[str, Any] = {}
+        self.pending: list[tuple[int, int | float, int]] = []
+
+    def run(self) -> list[dict[str, Any]]:
+        self.started_at = utcnow()
+        self.t0 = time.perf_counter()
+        try:
+            self._run()
+        except Exception as exc:  # every plugin failure becomes a failed row
+            self._fail(exc)
+        finished = utcnow()
+        for row in self.rows:
+            row["started_at"], row["finished_at"] = self.started_at, finished
+        return self.rows
+
+    def _create(self, kind: str) -> Any:
+        spec = getattr(self.trial, kind)
+        self.stage = (kind, spec.name)
+        extra = {"seed": self.trial.seed} if kind == "dataset" else {}
+        return self.host.create(kind + "s", spec.name, **extra, **spec.params)
+
+    def _run(self) -> None:
+        t = self.trial
+        ds = self._create("dataset")
+        if not isinstance(ds, Dataset):
+            raise ComponentError(f"dataset {t.dataset.name!r}: factory returned {type(ds).__name__}, expected harness.dataset.Dataset")
+        self.dataset = ds
+        self.base.update(n_train=ds.n_train)
+        learner = self._create("learner")
+        defence = self._create("defence")
+        attack = self._create("attack")
+        resolved = sorted(((resolve_budget(b, ds.n_train), i, b) for i, b in enumerate(t.budgets)))
+        self.pending = [(i, b, n) for i, (n, _, b) in enumerate(resolved)]
+        self.stage = ("scenario", "")
+        try:
+            scenario = Scenario(ds, learner, defence, budget=resolved[-1][0], seed=t.seed, subpopulation=t.subpopulation)
+        except KeyError as exc:
+            raise ComponentError(f"dataset {t.dataset.name!r}: {exc.args[0]}") from None
+        self.scenario, self.learner, self.defence = scenario, learner, defence
+        self.sub_test = None if t.subpopulation is None else ds.subpopulation(t.subpopulation).test_idx
+        self.batches: list[PoisonBatch] = []
+        self._checkpoints(reached=0)
+        self.stage = ("attack", t.attack.name)
+        stream: Iterator[Any] = iter(attack.poison(scenario))
+        while self.pending:
+            self.stage = ("attack", t.attack.name)
+            batch = next(stream, None)
+            if batch is None:
+                break
+            self.step += 1
+            self._accept(batch)
+            if t.record_every and self.step % t.record_every == 0:
+                self._trace()
+            self._checkpoints(reached=self.count)
+        if self.pending:
+            self._checkpoints(reached=self.count, stopped=True)
+
+    def _accept(self, batch: Any) -> None:
+        name = self.trial.attack.name
+        if not isinstance(batch, PoisonBatch):
+            raise ComponentError(f"attack {name!r}: yielded {type(batch).__name__}, expected harness.attack.PoisonBatch")
+        X, y, d = np.asarray(batch.X), np.asarray(batch.y), self.dataset.n_features
+        if X.ndim != 2 or X.shape[1] != d or y.shape != (X.shape[0],):
+            raise ComponentError(f"attack {name!r}: yielded poisons X{X.shape}, y{y.shape}; expected X (k, {d}), y (k,)")
+        if not (np.isfinite(X).all() and np.isfinite(y).all()):
+            raise ComponentError(f"attack {name!r}: yielded non-finite poison values (NaN or inf)")
+        if not np.isin(y, (-1.0, 1.0)).all():
+            raise ComponentError(f"attack {name!r}: yielded labels {np.unique(y)[:5].tolist()}, expected -1 or +1")
+        if self.count + len(y) > self.scenario.budget:
+            raise ComponentError(f"attack {name!r}: exceeded the budget: {self.count + len(y)} poisons > {self.scenario.budget}")
+        inside = self.dataset.feasible.contains(X, atol=self.trial.feasibility_tol)
+        if not inside.all():
+            fs, i = self.dataset.feasible, int(np.flatnonzero(~inside)[0])
+            j = int(np.flatnonzero((X[i] < fs.lo - self.trial.feasibility_tol) | (X[i] > fs.hi + self.trial.feasibility_tol))[0])
+            raise ComponentError(
+                f"attack {name!r}: {int((~inside).sum())} poison(s) outside the feasible set (first: feature {j} = "
+                f"{X[i, j]:g} not in [{fs.lo[j]:g}, {fs.hi[j]:g}], tolerance {self.trial.feasibility_tol:g})"
+            )
+        if not isinstance(batch.diagnostics, dict):
+            raise ComponentError(f"attack {name!r}: diagnostics must be a dict, got {type(batch.diagnostics).__name__}")
+        self.batches.append(batch)
+        self.count += len(y)
+        self.diagnostics.update(batch.diagnostics)
+
+    def _poisons(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        d = self.dataset.n_features
+        X = np.concatenate([b.X for b in self.batches] + [np.empty((0, d))])[:n]
+        y = np.concatenate([b.y for b in self.batches] + [np.empty(0)])[:n]
+        return X, y
+
+    def _checkpoints(self, reached: int, stopped: bool = False) -> None:
+        fitted: dict[int, dict[str, Any]] = {}
+        while self.pending and (stopped or self.pending[0][2] <= reached):
+            index, spec, budget = self.pending[0]
+            n = min(budget, reached)
+            if n not in fitted:
+                fitted[n] = self._evaluate(n)
+            self.rows.append({
+                **self.base, **fitted[n], "kind": "checkpoint", "checkpoint": index, "step": self.step,
+                "status": "ok", "budget_spec": budget_spec(spec), "budget": budget, "stopped_early": n < budget,
+                "wall_seconds": time.perf_counter() - self.t0,
+            })
+            self.pending.pop(0)
+
+    def _evaluate(self, n: int) -> dict[str, Any]:
+        ds = self.dataset
+        Xp, yp = self._poisons(n)
+        self.stage = ("defence", self.trial.defence.name)
+        fit = self.defence.fit(
+            self.learner, np.vstack([ds.X_train, Xp]), np.concatenate([ds.y_train, yp]),
+            X_val=ds.X_val, y_val=ds.y_val,
+        )
+        hyper = dict(getattr(fit, "hyperparameters", {}) or {})
+        model = fit.model
+        kept = getattr(fit, "kept", None)
+        removed = None
+        if kept is not None:
+            kept = np.asarray(kept)
+            removed = int(len(ds.y_train) + n - (kept.sum() if kept.dtype == bool else kept.size))
+        sub_acc = None if self.sub_test is None else model.accuracy(ds.X_test[self.sub_test], ds.y_test[self.sub_test])
+        return {
+            "n_poisons": n,
+            "poison_fraction": n / ds.n_train,
+            "test_accuracy": finite_or_none(model.accuracy(ds.X_test, ds.y_test)),
+            "subpop_accuracy": finite_or_none(sub_acc),
+            "lambda": finite_or_none(hyper.get("lambda")),
+            "n_removed": removed,
+            "hyperparameters": to_json(hyper),
+            **self._diagnostic_columns(),
+        }
+
+    def _diagnostic_columns(self) -> dict[str, Any]:
+        out: dict[str, Any] = {k: finite_or_none(self.diagnostics.get(k)) for k in DIAGNOSTIC_COLUMNS}
+        out["diagnostics"] = to_json(jsonable(self.diagnostics))
+        return out
+
+    def _trace(self) -> None:
+        diag = self.diagnostics
+        self.rows.append({
+            **self.base, **self._diagnostic_columns(), "kind": "trace", "checkpoint": -1, "step": self.step,
+            "status": "ok", "n_poisons": self.count, "poison_fraction": self.count / self.dataset.n_train,
+            "test_accuracy": finite_or_none(diag.get("test_accuracy")),
+            "subpop_accuracy": finite_or_none(diag.get("subpop_accuracy")),
+            "lambda": finite_or_none(diag.get("lambda")),
+            "wall_seconds": time.perf_counter() - self.t0,
+        })
+
+    def _fail(self, exc: Exception) -> None:
+        kind, name = self.stage
+        if isinstance(exc, ComponentError):
+            error = str(exc)
+        else:
+            who = f"{kind} {name!r}" if name else kind
+            error = f"{who}: {type(exc).__name__}: {exc}"
+        error = " ".join(error.split())
+        tb = traceback.format_exc()
+        for row in self.rows:
+            row.update(status="failed", error=error)
+        index, spec, budget = self.pending[0] if self.pending else (0, None, None)
+        self.rows.append({
+            **self.base, **self._diagnostic_columns(), "kind": "checkpoint", "checkpoint": index, "step": self.step,
+            "status": "failed", "error": error, "traceback": tb, "n_poisons": self.count,
+            "budget_spec": None if spec is None else budget_spec(spec), "budget": budget,
+            "wall_seconds": time.perf_counter() - self.t0,
+        })

@@ -1,0 +1,110 @@
+"""Render leaderboard / comparison rows as text, Markdown, CSV, HTML or JSON.
+
+A column is ``(header, key, se_key)``: with an ``se_key`` the human formats (text, md, html)
+show ``mean ± se`` in one cell, the machine formats (csv, json) two numeric columns.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+import math
+from typing import Any, Sequence
+
+from leaderboards.query import DISPLAY, GROUP, METRICS
+
+FORMATS = ("text", "md", "csv", "html", "json")
+Column = tuple[str, str, "str | None"]
+
+
+def leaderboard_columns(rows: Sequence[dict[str, Any]]) -> list[Column]:
+    """Key columns, then every metric that has a value in some row."""
+    cols: list[Column] = [(DISPLAY.get(k, k), k, None) for k in GROUP]
+    cols += [("budget", "budget_spec", None), ("rank", "rank", None), ("attack", "attack_label", None),
+             ("n_poisons", "n_poisons", None)]
+    cols += [(m, m, f"{m}_se") for m in METRICS if any(r.get(m) is not None for r in rows)]
+    cols += [("seeds", "seeds", None), ("failed", "failed", None)]
+    return _drop_empty(cols, rows)
+
+
+def compare_columns(rows: Sequence[dict[str, Any]]) -> list[Column]:
+    """Key columns, the two sides and their difference ``b − a``."""
+    keys = [k for k in rows[0] if k in (*GROUP, "attack_label", "budget_spec")] if rows else []
+    a, b = (rows[0]["a"], rows[0]["b"]) if rows else ("a", "b")
+    cols: list[Column] = [(DISPLAY.get(k, k), k, None) for k in keys]
+    cols += [(str(a), "a_mean", "a_se"), (str(b), "b_mean", "b_se"), (f"{b} - {a}", "diff", "diff_se"),
+             ("seeds a", "a_seeds", None), ("seeds b", "b_seeds", None)]
+    return _drop_empty(cols, rows)
+
+
+def _drop_empty(cols: list[Column], rows: Sequence[dict[str, Any]]) -> list[Column]:
+    """Drop key columns that are empty everywhere (e.g. subpopulation without one)."""
+    return [c for c in cols if c[2] is not None or any(r.get(c[1]) is not None for r in rows)]
+
+
+def render(rows: Sequence[dict[str, Any]], columns: Sequence[Column], fmt: str) -> str:
+    """``rows`` in format ``fmt`` (one of :data:`FORMATS`)."""
+    if fmt == "json":
+        return json.dumps([_machine_record(r, columns) for r in rows], indent=2) + "\n"
+    if fmt == "csv":
+        buf = io.StringIO()
+        records = [_machine_record(r, columns) for r in rows]
+        writer = csv.DictWriter(buf, fieldnames=_machine_headers(columns), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows({k: "" if v is None else v for k, v in rec.items()} for rec in records)
+        return buf.getvalue()
+    header = [c[0] for c in columns]
+    body = [[_cell(r, c) for c in columns] for r in rows]
+    if fmt == "text":
+        return text_table(header, body) + "\n"
+    if fmt == "md":
+        esc = [[x.replace("|", "\\|") for x in row] for row in [header, *body]]
+        lines = ["| " + " | ".join(esc[0]) + " |", "|" + "|".join("---" for _ in header) + "|"]
+        return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in esc[1:]]) + "\n"
+    if fmt == "html":
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+        trs = "\n".join("<tr>" + "".join(f"<td>{html.escape(x)}</td>" for x in row) + "</tr>" for row in body)
+        return f'<table class="poisonbench-leaderboard">\n<thead><tr>{head}</tr></thead>\n<tbody>\n{trs}\n</tbody>\n</table>\n'
+    raise ValueError(f"format {fmt!r}: expected one of {', '.join(FORMATS)}")
+
+
+def text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A plain aligned text table."""
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    fmt = "  ".join(f"{{:{w}}}" for w in widths)
+    return "\n".join([fmt.format(*header), fmt.format(*("-" * w for w in widths))] + [fmt.format(*map(str, r)) for r in rows])
+
+
+def _machine_headers(columns: Sequence[Column]) -> list[str]:
+    out = []
+    for header, key, se in columns:
+        out += [key] if se is None else [key, se]
+    return out
+
+
+def _machine_record(row: dict[str, Any], columns: Sequence[Column]) -> dict[str, Any]:
+    return {k: _clean(row.get(k)) for k in _machine_headers(columns)}
+
+
+def _clean(v: Any) -> Any:
+    return None if isinstance(v, float) and not math.isfinite(v) else v
+
+
+def _cell(row: dict[str, Any], column: Column) -> str:
+    _, key, se_key = column
+    value = row.get(key)
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        text = f"{value:g}" if key == "n_poisons" else _num(value)
+        se = row.get(se_key) if se_key else None
+        return f"{text} ± {_num(se)}" if se is not None else text
+    return str(value)
+
+
+def _num(v: float) -> str:
+    if v == 0 or 1e-3 <= abs(v) < 1e5:
+        return f"{v:.4f}".rstrip("0").rstrip(".") if abs(v) >= 100 else f"{v:.4f}"
+    return f"{v:.3e}"

@@ -1,0 +1,103 @@
+"""Attacks that misbehave in every way the harness must survive."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from harness import hookimpl
+from harness.attack import PoisonBatch
+
+
+class RaisingAttack:
+    """Yields ``after`` good batches, then raises RuntimeError('boom')."""
+
+    name = "fault-raise"
+    needs_budget = False
+
+    def __init__(self, after: int = 0):
+        self.after = after
+
+    def poison(self, scenario):
+        ds = scenario.dataset
+        for _ in range(self.after):
+            yield PoisonBatch(ds.X_train[:1], -ds.y_train[:1])
+        raise RuntimeError("boom")
+
+
+class HangingAttack:
+    """Sleeps ``seconds`` before its first batch (a hang, for timeouts)."""
+
+    name = "fault-hang"
+    needs_budget = False
+
+    def __init__(self, seconds: float = 3600.0):
+        self.seconds = seconds
+
+    def poison(self, scenario):
+        time.sleep(self.seconds)
+        yield PoisonBatch(scenario.dataset.X_train[:1], -scenario.dataset.y_train[:1])
+
+
+class NaNAttack:
+    """Builds a batch with NaN features (PoisonBatch refuses it inside the attack)."""
+
+    name = "fault-nan"
+    needs_budget = False
+
+    def poison(self, scenario):
+        X = np.full((1, scenario.dataset.n_features), np.nan)
+        yield PoisonBatch(X, np.ones(1))
+
+
+class _Batch:
+    def __init__(self, X, y):
+        self.X, self.y, self.diagnostics = X, y, {}
+
+
+class BadOutputAttack:
+    """Yields a malformed stream: ``mode`` in shape / infeasible / overbudget / type."""
+
+    name = "fault-bad"
+    needs_budget = False
+
+    def __init__(self, mode: str = "shape"):
+        self.mode = mode
+
+    def poison(self, scenario):
+        ds = scenario.dataset
+        d = ds.n_features
+        if self.mode == "shape":
+            yield PoisonBatch(np.zeros((2, d + 1)), np.ones(2))
+        elif self.mode == "infeasible":
+            yield PoisonBatch(np.full((1, d), ds.feasible.hi[0] + 5.0), np.ones(1))
+        elif self.mode == "overbudget":
+            n = scenario.budget + 1
+            yield PoisonBatch(np.repeat(ds.X_train[:1], n, axis=0), np.ones(n))
+        elif self.mode == "type":
+            yield _Batch(ds.X_train[:1], ds.y_train[:1])
+        else:
+            raise ValueError(f"mode: expected shape / infeasible / overbudget / type, got {self.mode!r}")
+
+
+
+
+class CrashingAttack:
+    """Ends its process with ``os._exit(3)`` (a worker crash). Run it only with a timeout (in a
+    child process): in-process it would end the caller."""
+
+    name = "fault-crash"
+    needs_budget = False
+
+    def poison(self, scenario):
+        import os
+
+        os._exit(3)
+        yield
+
+
+@hookimpl
+def register_attacks(register):
+    for attack in (RaisingAttack, HangingAttack, NaNAttack, BadOutputAttack, CrashingAttack):
+        register(attack)

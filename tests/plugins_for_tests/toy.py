@@ -1,0 +1,109 @@
+"""A tiny dataset, a deterministic incremental attack, a budget-needing attack, a defence that
+reports λ, and an observer of the lifecycle hooks."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+
+import numpy as np
+
+from harness import hookimpl
+from harness.attack import PoisonBatch
+from harness.defence import DefendedFit
+from harness.testing import toy_dataset
+
+#: (hook, trial_id, number of rows) for every lifecycle call in this process.
+EVENTS: list[tuple[str, str, int]] = []
+#: When set, the observer also appends its events to this file (for subprocess tests).
+EVENTS_FILE_ENV = "PB_TEST_EVENTS_FILE"
+
+
+def tiny(seed: int = 0, n: int = 40, d: int = 3):
+    """Two blobs in [0, 1]^d (harness.testing.toy_dataset) with subpopulation 'corner'."""
+    return toy_dataset(n=n, d=d, seed=seed)
+
+
+class FlipAttack:
+    """Flip the label of a random training point per step; ``copies`` copies per step."""
+
+    name = "toy-flip"
+    needs_budget = False
+
+    def __init__(self, copies: int = 1, stop_after: int = 0, sleep: float = 0.0):
+        self.copies, self.stop_after, self.sleep = copies, stop_after, sleep
+
+    def poison(self, scenario):
+        ds, rng = scenario.dataset, scenario.rng(1)
+        step, total = 0, 0
+        while total < scenario.budget and not (self.stop_after and step >= self.stop_after):
+            step += 1
+            k = min(self.copies, scenario.budget - total)
+            i = int(rng.integers(ds.n_train))
+            X = np.repeat(ds.X_train[i : i + 1], k, axis=0)
+            y = np.full(k, -ds.y_train[i])
+            total += k
+            if self.sleep:
+                time.sleep(self.sleep)
+            yield PoisonBatch(X, y, {"max_loss_diff": 1.0 / step, "param_distance": 2.0 / step,
+                                     "lower_bound": float(step), "extra": step, "lower_bound_certified": False})
+
+
+class BudgetedAttack:
+    """Needs its budget up front: yields all ``budget`` poisons (flipped copies of point 0) at once."""
+
+    name = "toy-budgeted"
+    needs_budget = True
+
+    def poison(self, scenario):
+        ds, n = scenario.dataset, scenario.budget
+        yield PoisonBatch(np.repeat(ds.X_train[:1], n, axis=0), np.full(n, -ds.y_train[0]), {"max_loss_diff": 0.5})
+
+
+class LoggedL2:
+    """Fit with C_R = exp(lambda_) and report lambda; keeps every row."""
+
+    name = "toy-l2"
+
+    def __init__(self, lambda_: float = math.log(0.09)):
+        self.lambda_ = lambda_
+
+    def fit(self, learner, X, y, sample_weight=None, X_val=None, y_val=None):
+        model = learner.with_regularisation(math.exp(self.lambda_)).fit(X, y, sample_weight)
+        return DefendedFit(model, {"lambda": self.lambda_}, np.ones(len(y), bool))
+
+
+@hookimpl
+def register_datasets(register):
+    register(tiny, name="tiny")
+
+
+@hookimpl
+def register_attacks(register):
+    register(FlipAttack)
+    register(BudgetedAttack)
+
+
+@hookimpl
+def register_defences(register):
+    register(LoggedL2)
+
+
+def _log(event):
+    EVENTS.append(event)
+    path = os.environ.get(EVENTS_FILE_ENV)
+    if path:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(event) + "\n")
+
+
+@hookimpl
+def trial_started(trial):
+    _log(("started", trial["trial_id"], 0))
+
+
+@hookimpl
+def trial_finished(trial, rows):
+    _log(("finished", trial["trial_id"], len(rows)))

@@ -1,0 +1,149 @@
+"""The Parquet leaderboard store (leaderboards/store.py): atomic files, schema, bad files, readers."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from harness.campaign import load_campaign
+from harness.plugins import load_host
+from harness.results import COLUMN_NAMES, SCHEMA_VERSION
+from harness.trial import run_trial
+from leaderboards.store import Store, StoreWarning
+
+CAMPAIGNS = Path(__file__).parent / "campaigns"
+
+
+@pytest.fixture(scope="module")
+def results():
+    """Rows of four toy trials: (trial, rows)."""
+    host = load_host(("plugins_for_tests.toy", "plugins_for_tests.faulty"), load_external=False)
+    trials = load_campaign(CAMPAIGNS / "toy.toml").trials(host.registry)[:4]
+    return [(t, run_trial(t, host)) for t in trials]
+
+
+def fill(store: Store, results, campaign: str = "toy") -> None:
+    for trial, rows in results:
+        store.write_trial(campaign, trial.trial_id, rows)
+
+
+def test_trial_files_are_atomic_versioned_and_complete(tmp_path, results):
+    store = Store(tmp_path)
+    fill(store, results)
+    files = sorted((tmp_path / "toy").iterdir())
+    assert [f.name for f in files] == sorted(f"trial-{t.trial_id}.parquet" for t, _ in results)
+    meta = pq.read_schema(files[0]).metadata
+    assert meta[b"poisonbench.schema_version"] == str(SCHEMA_VERSION).encode()
+    table = store.read()
+    assert table.schema.names == list(COLUMN_NAMES)
+    assert table.num_rows == sum(len(rows) for _, rows in results)
+    assert store.finished("toy") == {t.trial_id: "ok" for t, _ in results}
+
+
+def test_rewriting_a_trial_replaces_its_rows(tmp_path, results):
+    store = Store(tmp_path)
+    trial, rows = results[0]
+    store.write_trial("toy", trial.trial_id, rows)
+    failed = [dict(rows[0], status="failed", error="attack 'x': boom")]
+    store.write_trial("toy", trial.trial_id, failed)
+    assert store.finished("toy") == {trial.trial_id: "failed"}
+    assert store.read().num_rows == 1
+    store.write_trial("toy", trial.trial_id, rows)
+    assert store.read().num_rows == len(rows) and store.finished("toy")[trial.trial_id] == "ok"
+
+
+def test_pandas_polars_and_duckdb_read_the_store_unchanged(tmp_path, results):
+    import duckdb
+    import pandas as pd
+    import polars as pl
+
+    store = Store(tmp_path)
+    fill(store, results)
+    store.write_campaign("toy", {"campaign": "toy"}, {t.trial_id: t.as_dict() for t, _ in results})
+    expected = store.read().sort_by([("trial_id", "ascending"), ("kind", "ascending"), ("step", "ascending"), ("checkpoint", "ascending")])
+    pattern = str(tmp_path / "toy" / "*.parquet")
+    keys = ["trial_id", "kind", "step", "checkpoint"]
+    df = pd.read_parquet(tmp_path / "toy").sort_values(keys).reset_index(drop=True)
+    pldf = pl.read_parquet(pattern).sort(keys)
+    con = duckdb.connect()
+    db = con.sql(f"SELECT * FROM read_parquet('{pattern}') ORDER BY trial_id, kind, step, checkpoint").to_arrow_table()
+    for frame_cols, frame_rows in ((list(df.columns), len(df)), (pldf.columns, pldf.height), (db.column_names, db.num_rows)):
+        assert frame_cols == list(COLUMN_NAMES) and frame_rows == expected.num_rows
+    want = expected.column("test_accuracy").to_pylist()
+    assert [None if x != x else x for x in df["test_accuracy"].tolist()] == want
+    assert pldf["test_accuracy"].to_list() == want
+    assert db.column("test_accuracy").to_pylist() == want
+    assert str(df["started_at"].dt.tz) == "UTC" and pldf["config"].dtype == pl.String
+    ok = con.execute(f"SELECT count(*) FROM read_parquet('{pattern}') WHERE status = 'ok' AND kind = 'checkpoint'").fetchone()[0]
+    assert ok == expected.filter(pa.compute.equal(expected["kind"], "checkpoint")).num_rows
+
+
+def test_corrupt_foreign_and_other_version_files_warn_but_do_not_stop(tmp_path, results):
+    store = Store(tmp_path)
+    fill(store, results[:2])
+    folder = tmp_path / "toy"
+    (folder / "trial-00000000deadbeef.parquet").write_bytes(b"PAR1 this is not parquet")
+    (folder / "notes.txt").write_text("my notes")
+    pq.write_table(pa.table({"x": [1, 2]}), folder / "trial-00000000cafecafe.parquet")
+    other = pq.read_table(folder / f"trial-{results[0][0].trial_id}.parquet")
+    other = other.replace_schema_metadata({b"poisonbench.schema_version": b"999"})
+    pq.write_table(other, folder / "trial-0000000000000999.parquet")
+    (folder / ".trial-0000000000000001.parquet.123.tmp").write_bytes(b"half a file")  # left by a kill: ignored
+    (tmp_path / "README").write_text("not a campaign")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        table = store.read()
+        finished = store.finished("toy")
+    messages = [str(w.message) for w in caught if issubclass(w.category, StoreWarning)]
+    assert table.num_rows == sum(len(r) for _, r in results[:2])
+    assert set(finished) == {t.trial_id for t, _ in results[:2]}
+    for name, problem in (
+        ("trial-00000000deadbeef.parquet", "not a readable Parquet file"),
+        ("notes.txt", "foreign file"),
+        ("trial-00000000cafecafe.parquet", "without poisonbench metadata"),
+        ("trial-0000000000000999.parquet", "schema version 999"),
+        ("README", "not a campaign directory"),
+    ):
+        assert any(name in m and problem in m for m in messages), (name, messages)
+    assert not any(".tmp" in m for m in messages)
+    store.write_trial("toy", "0000000000000001", results[0][1])
+    assert not (folder / ".trial-0000000000000001.parquet.123.tmp").exists()
+
+
+def test_two_campaigns_share_one_store(tmp_path, results):
+    store = Store(tmp_path)
+    fill(store, results[:2], "first")
+    fill(store, results[1:], "second")
+    assert store.campaigns() == ["first", "second"]
+    both = store.read()
+    assert set(both["campaign"].to_pylist()) == {"toy"}  # the rows keep the campaign that produced them
+    assert both.num_rows == sum(len(r) for _, r in results[:2]) + sum(len(r) for _, r in results[1:])
+    assert store.read(["second"]).num_rows == sum(len(r) for _, r in results[1:])
+    with pytest.raises(ValueError, match="campaign 'third' has no results.*found: first, second"):
+        store.read(["third"])
+
+
+def test_campaign_json_merges_trials_of_successive_runs(tmp_path, results):
+    store = Store(tmp_path)
+    (t1, _), (t2, _) = results[:2]
+    store.write_campaign("toy", {"campaign": "toy"}, {t1.trial_id: t1.as_dict()})
+    store.write_campaign("toy", {"campaign": "toy"}, {t2.trial_id: t2.as_dict()})
+    data = json.loads((tmp_path / "toy" / "_campaign.json").read_text())
+    assert data["schema_version"] == SCHEMA_VERSION and set(data["trials"]) == {t1.trial_id, t2.trial_id}
+    assert data["trials"][t1.trial_id]["attack"]["name"] == t1.attack.name
+    assert store.read_campaign("toy")["campaign"] == "toy"
+
+
+def test_bad_names_are_refused(tmp_path, results):
+    store = Store(tmp_path)
+    with pytest.raises(ValueError, match="16 hex digits"):
+        store.write_trial("toy", "../../etc", results[0][1])
+    with pytest.raises(ValueError, match="plain directory name"):
+        store.write_trial("../x", results[0][0].trial_id, results[0][1])
+    with pytest.raises(ValueError, match="unknown column"):
+        store.write_trial("toy", results[0][0].trial_id, [dict(results[0][1][0], bogus=1)])
