@@ -86,6 +86,8 @@ def test_adult_reads_a_user_folder_of_uncompressed_files(tmp_path, adult_ds):
     user = adult(data_dir=str(tmp_path), kmeans_n_init=1)
     assert np.array_equal(user.X_train, adult_ds.X_train) and np.array_equal(user.y_test, adult_ds.y_test)
     assert user.provenance["source"]["adult.data"]["path"] == str(tmp_path / "adult.data")
+    assert adult(seed=7).provenance["seed_used"] is False
+    assert np.array_equal(adult(seed=7).X_train, adult_ds.X_train)  # the trial seed leaves Adult fixed
 
 
 def test_adult_checksum_mismatch_is_a_clear_error(tmp_path):
@@ -172,6 +174,8 @@ def test_mnist_rmd_setting_and_seeds():
     same = mnist(pair="0v8", n_train=256, n_val=256, seed=0)
     other = mnist(pair="0v8", n_train=256, n_val=256, seed=1)
     assert np.array_equal(same.X_train, data.X_train) and not np.array_equal(other.X_train, data.X_train)
+    pinned = mnist(pair="0v8", n_train=256, n_val=256, seed=1, data_seed=0)
+    assert np.array_equal(pinned.X_train, data.X_train) and pinned.provenance["split_seed"] == 0
 
 
 def test_mnist_rejects_bad_pairs_and_sizes():
@@ -227,6 +231,7 @@ def test_gaussians_rmd_setting_is_seeded():
     assert np.array_equal(data.feasible.lo, [-9.5, -9.5]) and np.array_equal(data.feasible.hi, [9.5, 9.5])
     assert not np.array_equal(gaussians(seed=1).X_train, data.X_train)
     assert np.array_equal(gaussians(n_test=10).X_train, data.X_train)  # streams are independent
+    assert np.array_equal(gaussians(seed=5, data_seed=0).X_val, data.X_val)
 
 
 def test_gaussians_variances_are_variances():
@@ -300,6 +305,8 @@ def test_file_loader_random_split_features_and_given_bounds(table_file):
     assert np.array_equal(data.feasible.lo, [-10.0]) and np.array_equal(data.feasible.hi, [10.0])
     again, other = (load_file(path, label="income", features=["a", "b"], seed=s) for s in (0, 1))
     assert again.n_train == 32 and not np.array_equal(other.X_train, again.X_train)
+    pinned = load_file(path, label="income", features=["a", "b"], seed=1, data_seed=0)
+    assert np.array_equal(pinned.X_train, again.X_train)
 
 
 @pytest.mark.parametrize(

@@ -10,14 +10,20 @@ Processing (data/README of the project; the reference code ships only the proces
   occupation (14), relationship (5), race (4), sex (1): 4 + 53 = 57 features in [0, 1];
 * label +1 for ``>50K`` (the test file's trailing dot ignored), −1 for ``<=50K``;
 * class balance by downsampling the majority class, train and test files separately,
-  seeded by ``subsample_seed``: 2 × 7,841 = 15,682 train and 2 × 3,846 = 7,692 test points;
+  seeded by ``data_seed``: 2 × 7,841 = 15,682 train and 2 × 3,846 = 7,692 test points;
 * subpopulations (reference ``generate_target_theta.py``): ``KMeans(n_clusters=20,
   random_state=0)`` fitted on all training features (both classes), test points assigned with
   ``predict``; subpopulation ``cluster-<k>`` = the ≤50K points of cluster k.
+
+``FeasibleSet.onehot_groups`` lists the 7 encoded columns' groups; with the first level
+dropped a group holds *at most* one 1 (all zeros = the first level). ``subpopulation_accuracy``
+and ``top_subpopulations`` give the clean accuracy per subpopulation and the clusters the MTP
+paper attacks (the 3 most accurate).
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 import gzip
 import io
@@ -47,7 +53,7 @@ SKIP_ROWS = {"adult.data": 0, "adult.test": 1}
 def adult(
     seed: int = 0,
     data_dir: str | None = None,
-    subsample_seed: int = 0,
+    data_seed: int = 0,
     n_val: int = 0,
     n_clusters: int = 20,
     kmeans_seed: int = 0,
@@ -58,13 +64,14 @@ def adult(
     Parameters
     ----------
     seed
-        Trial seed; not used: the data set is fixed by ``subsample_seed`` so that every trial
+        Trial seed; not used: the data set is fixed by ``data_seed`` so that every trial
         attacks the same points and the same ``cluster-<k>`` subpopulations.
     data_dir
         Folder holding ``adult.data`` and ``adult.test`` (each possibly ``.gz``); default: the
         copies shipped with the package. Files are checked against the UCI MD5 sums.
-    subsample_seed
-        Seed of the majority-class downsampling (and of the validation split).
+    data_seed
+        Seed of the majority-class downsampling (and of the validation split); the reference
+        code ships its sample only as a pickle, so no seed of ours reproduces its rows.
     n_val
         Validation points taken (stratified) from the balanced training split; 0 as in the paper.
     n_clusters, kmeans_seed, kmeans_n_init
@@ -73,7 +80,7 @@ def adult(
     """
     files = _locate(data_dir)
     key = tuple((name, str(path), path.stat().st_size, path.stat().st_mtime_ns) for name, path in files.items())
-    p = _processed(key, subsample_seed, n_val, n_clusters, kmeans_seed, kmeans_n_init)
+    p = _processed(key, data_seed, n_val, n_clusters, kmeans_seed, kmeans_n_init)
     subpops = {
         f"cluster-{k}": Subpopulation(
             f"cluster-{k}", train_idx, test_idx,
@@ -81,12 +88,15 @@ def adult(
         )
         for k, (train_idx, test_idx) in p["subpopulations"].items()
     }
-    provenance = dict(p["provenance"], seed=seed)
+    provenance = dict(copy.deepcopy(p["provenance"]), seed=seed, seed_used=False)
+    d = p["X_train"].shape[1]
+    integer = np.arange(d) >= len(NUMERIC)
+    feasible = FeasibleSet(np.zeros(d), np.ones(d), integer=integer, onehot_groups=p["onehot_groups"])
     return Dataset(
         name="adult",
         X_train=p["X_train"], y_train=p["y_train"], X_test=p["X_test"], y_test=p["y_test"],
         X_val=p["X_val"], y_val=p["y_val"],
-        feasible=p["feasible"], subpopulations=subpops, feature_names=p["feature_names"],
+        feasible=feasible, subpopulations=subpops, feature_names=p["feature_names"],
         provenance=provenance,
     )
 
@@ -111,7 +121,10 @@ def top_subpopulations(dataset: Dataset, model: Any, k: int = 3, split: str = "t
     The MTP paper attacks the 3 Adult clusters of highest clean accuracy (SPEC §3); the
     reference code ranks by accuracy on the subpopulation's *training* points
     (``np.argsort(trn_sub_accs)[-3:]``), hence ``split="train"``. Ties go to the later
-    subpopulation, as in that ``argsort``. Subpopulations without ``split`` points are skipped.
+    subpopulation (``np.argsort(acc, kind="stable")[-k:]``; the reference's default-kind
+    ``argsort`` promises no order among ties). The paper's
+    text says *test* accuracy; pass ``split="test"`` for that. Subpopulations without ``split``
+    points are skipped.
     """
     acc = subpopulation_accuracy(dataset, model, split)
     names = [n for n, a in acc.items() if not np.isnan(a)]
@@ -138,7 +151,7 @@ def _locate(data_dir: str | None) -> dict[str, Path]:
 @functools.lru_cache(maxsize=4)
 def _processed(
     files_key: tuple[tuple[str, str, int, int], ...],
-    subsample_seed: int,
+    data_seed: int,
     n_val: int,
     n_clusters: int,
     kmeans_seed: int,
@@ -148,7 +161,7 @@ def _processed(
     raw = {name: _read(name, path) for name, path in paths.items()}
     X_tr, y_tr, names, groups, scaling = _encode(raw["adult.data"], raw["adult.data"])
     X_te, y_te, _, _, _ = _encode(raw["adult.test"], raw["adult.data"])
-    rng_train, rng_test, rng_val = (np.random.default_rng(s) for s in np.random.SeedSequence(subsample_seed).spawn(3))
+    rng_train, rng_test, rng_val = (np.random.default_rng(s) for s in np.random.SeedSequence(data_seed).spawn(3))
     keep_tr = balance_by_downsampling(y_tr, rng_train)
     keep_te = balance_by_downsampling(y_te, rng_test)
     X_tr, y_tr, X_te, y_te = X_tr[keep_tr], y_tr[keep_tr], X_te[keep_te], y_te[keep_te]
@@ -160,13 +173,9 @@ def _processed(
         fit_idx, val_idx = (np.sort(i) for i in stratified_split(y_tr, (n_fit, n_val), rng_val))
         X_val, y_val, X_tr, y_tr = X_tr[val_idx], y_tr[val_idx], X_tr[fit_idx], y_tr[fit_idx]
     subpops = _cluster_subpopulations(X_tr, y_tr, X_te, y_te, n_clusters, kmeans_seed, kmeans_n_init)
-    d = X_tr.shape[1]
-    integer = np.zeros(d, bool)
-    integer[len(NUMERIC):] = True
-    feasible = FeasibleSet(np.zeros(d), np.ones(d), integer=integer, onehot_groups=tuple(groups.values()))
     provenance = {
         "source": {name: {"path": str(paths[name]), "md5_uncompressed": MD5[name]} for name in MD5},
-        "subsample_seed": subsample_seed,
+        "data_seed": data_seed,
         "raw_sizes": {name: int(len(r["income"])) for name, r in raw.items()},
         "split_sizes": {"train": int(y_tr.size), "validation": int(n_val), "test": int(y_te.size)},
         "processing": (
@@ -185,7 +194,7 @@ def _processed(
     for arr in arrays.values():
         if arr is not None:
             arr.setflags(write=False)
-    return dict(arrays, feature_names=tuple(names), feasible=feasible, subpopulations=subpops, provenance=provenance)
+    return dict(arrays, feature_names=tuple(names), onehot_groups=tuple(groups.values()), subpopulations=subpops, provenance=provenance)
 
 
 def _read(name: str, path: Path) -> dict[str, np.ndarray]:

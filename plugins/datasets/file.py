@@ -33,6 +33,7 @@ def load_file(
     hi: float | Sequence[float] | None = None,
     positive: str | int | float | bool | None = None,
     seed: int = 0,
+    data_seed: int | None = None,
 ) -> Dataset:
     """A binary task from a user's NPZ / CSV / Parquet file: label column, feature columns, splits.
 
@@ -46,7 +47,7 @@ def load_file(
         Feature columns (numbers or booleans); default: every column but ``label`` and ``split``.
     split
         Optional column with values ``train`` / ``test`` / ``val`` (or ``validation``) per row.
-        Without it, a split stratified by label and seeded by ``seed``:
+        Without it, a split stratified by label and seeded by ``data_seed`` (else ``seed``):
         ``round(test_fraction · n)`` test and ``round(val_fraction · n)`` validation rows.
     lo, hi
         Poison feasible box: one number for every feature, one per feature, or ``None`` for the
@@ -54,7 +55,9 @@ def load_file(
     positive
         The label value mapped to +1 (the other to −1); default: the larger of the two values.
     seed
-        Seed of the random split (unused with ``split``).
+        Trial seed: seeds the random split unless ``data_seed`` is given (unused with ``split``).
+    data_seed
+        Seed of the random split, to keep it across trial seeds; ``None``: ``seed``.
     """
     source = Path(path).expanduser()
     columns = read_columns(source)
@@ -74,7 +77,8 @@ def load_file(
 
     X, names, integer = _features(columns, features, where)
     y, pos_value, neg_value = _labels(columns[label], label, positive, where)
-    rng = np.random.default_rng(seed)
+    split_seed = seed if data_seed is None else data_seed
+    rng = np.random.default_rng(split_seed)
     if split:
         idx = _split_column(columns[split], split, where)
         split_rule = f"column {split!r}"
@@ -83,7 +87,7 @@ def load_file(
             raise ValueError(f"{where}: val_fraction={val_fraction}: expected a fraction in [0, 1)")
         sizes = split_sizes(n, None, int(round(val_fraction * n)), test_fraction)
         idx = dict(zip(("train", "validation", "test"), stratified_split(y, sizes, rng)))
-        split_rule = f"stratified random split, test_fraction={test_fraction}, val_fraction={val_fraction}, seed={seed}"
+        split_rule = f"stratified random split, test_fraction={test_fraction}, val_fraction={val_fraction}, seed={split_seed}"
     box_lo = _bound(lo, X.min(axis=0), "lo", names, where)
     box_hi = _bound(hi, X.max(axis=0), "hi", names, where)
     has_val = idx["validation"].size > 0

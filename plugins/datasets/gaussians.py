@@ -26,14 +26,15 @@ def gaussians(
     mean1: Sequence[float] = (3.0, 0.0),
     variances: float | Sequence[float] = (2.5, 1.5),
     bound: float = 9.5,
+    data_seed: int | None = None,
 ) -> Dataset:
     """Two Gaussian classes N(mean0, diag(variances)) -> −1 and N(mean1, ·) -> +1 (RMD paper, App. D.1).
 
     Parameters
     ----------
     seed
-        Seeds the sampling; train, validation and test come from independent streams, so
-        changing one split's size leaves the other splits unchanged.
+        Trial seed: seeds the sampling unless ``data_seed`` is given. Train, validation and test
+        come from independent streams, so changing one split's size leaves the others unchanged.
     n_train, n_val, n_test
         Split sizes; each split has ``n // 2`` points of class −1 and the rest of class +1.
     mean0, mean1
@@ -43,6 +44,8 @@ def gaussians(
         number for an isotropic covariance or d numbers.
     bound
         Feasible box ``[−bound, bound]^d`` for poison points.
+    data_seed
+        Seed of the sampling, to keep the same points across trial seeds; ``None``: ``seed``.
     """
     mu0 = np.asarray(mean0, dtype=np.float64)
     mu1 = np.asarray(mean1, dtype=np.float64)
@@ -60,7 +63,8 @@ def gaussians(
             f"gaussians: n_train={n_train}, n_val={n_val}, n_test={n_test}: expected n_train >= 2, "
             f"n_test >= 2 (both classes) and n_val >= 0"
         )
-    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3)]
+    sample_seed = seed if data_seed is None else data_seed
+    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(sample_seed).spawn(3)]
     (X_tr, y_tr), (X_val, y_val), (X_te, y_te) = (
         _sample(n, mu0, mu1, np.sqrt(var), rng) for n, rng in zip((n_train, n_val, n_test), streams)
     )
@@ -74,6 +78,7 @@ def gaussians(
         provenance={
             "source": "synthetic: two Gaussians, RMD paper appendix D.1",
             "seed": seed,
+            "sample_seed": sample_seed,
             "mean0 (-1)": mu0.tolist(), "mean1 (+1)": mu1.tolist(), "covariance diagonal": var.tolist(),
             "split_sizes": {"train": n_train, "validation": n_val, "test": n_test},
             "box": [-bound, bound],

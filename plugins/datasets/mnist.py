@@ -10,7 +10,7 @@ Fashion-MNIST) in the same layout is read with ``path=``:
   to keep a given test split (e.g. the official one: 13,007 / 2,163 for 1–7 in the MTP paper).
 
 Convention: ``pair="AvB"`` labels digit A as −1 and digit B as +1 (``1v7``: a 7 is positive).
-Splits are seeded by ``seed`` and stratified by class (see ``_splits``). Settings of the papers:
+Splits are seeded (``data_seed``, else the trial ``seed``) and stratified by class (see ``_splits``). Settings of the papers:
 MTP's 1–7 analogue on the 5k subset: ``pair="1v7"`` with the default 80/20 train/test split
 (800 / 200); RMD's 0-vs-8: ``pair="0v8", n_train=256, n_val=256`` (128 per class each; the
 paper's 256 *per class* needs the full MNIST file: ``n_train=512, n_val=512``), rest test.
@@ -41,13 +41,14 @@ def mnist(
     n_val: int = 0,
     test_fraction: float = 0.2,
     scale: float = 255.0,
+    data_seed: int | None = None,
 ) -> Dataset:
     """MNIST digit pair (default 1 vs 7) from the shipped 5k subset or a user file; pixels / 255.
 
     Parameters
     ----------
     seed
-        Seed of the train / validation / test split.
+        Trial seed: seeds the train / validation / test split unless ``data_seed`` is given.
     pair
         ``"AvB"``: digit A -> label −1, digit B -> label +1.
     path
@@ -60,21 +61,24 @@ def mnist(
         (``n_train=None``: all that is not validation).
     scale
         Pixel values are divided by ``scale`` and must then lie in [0, 1].
+    data_seed
+        Seed of the split, to keep the same split across trial seeds; ``None``: ``seed``.
     """
     neg, pos = _parse_pair(pair)
+    if not (np.isfinite(scale) and scale > 0):
+        raise ValueError(f"mnist: scale: expected a positive number, got {scale}")
     source = package_data(SHIPPED) if path is None else Path(path).expanduser()
     if not source.is_file():
         raise FileNotFoundError(f"mnist: {source}: no such file")
     stat = source.stat()
     X_all, y_all, X_given_test, y_given_test, md5 = _load(str(source), stat.st_size, stat.st_mtime_ns)
-    if not (np.isfinite(scale) and scale > 0):
-        raise ValueError(f"mnist: scale: expected a positive number, got {scale}")
     available = sorted(set(np.unique(y_all).tolist()))
     for digit in (neg, pos):
         if digit not in available:
             raise ValueError(f"mnist: {source}: digit {digit} of pair {pair!r} has no rows; labels present: {available}")
 
-    rng = np.random.default_rng(seed)
+    split_seed = seed if data_seed is None else data_seed
+    rng = np.random.default_rng(split_seed)
     X, y = _select(X_all, y_all, neg, pos, scale, source)
     if X_given_test is None:
         sizes = split_sizes(y.size, n_train, n_val, test_fraction)
@@ -101,6 +105,7 @@ def mnist(
             "source": {"path": str(source), "md5": md5, "shipped": path is None},
             "pair": {"negative (-1)": neg, "positive (+1)": pos},
             "seed": seed,
+            "split_seed": split_seed,
             "split": split_rule,
             "split_sizes": {"train": int(train_idx.size), "validation": int(val_idx.size), "test": int(y_test.size)},
             "processing": f"pixels / {scale:g}, box [0, 1]^{d}",
