@@ -19,7 +19,8 @@ from harness.validation import check_vector, check_X_y
 @dataclass(frozen=True)
 class FeasibleSet:
     """Box ``lo <= x <= hi`` for poison features; ``integer`` marks integer features and
-    ``onehot_groups`` lists column-index groups of which exactly one is 1 (one-hot encodings)."""
+    ``onehot_groups`` lists column-index groups of which at most one is 1 (one-hot encodings,
+    possibly with the first level dropped)."""
 
     lo: np.ndarray
     hi: np.ndarray
