@@ -127,6 +127,7 @@ def run_mtp(scenario: Scenario, target: Model, *, epsilon: float | None = None, 
     sub = data.subpopulation(scenario.subpopulation) if scenario.subpopulation else None
     X_c, y_c = data.X_train, data.y_train
     theta_p = target.theta
+    target_clean_loss = float(learner.loss(target, X_c, y_c).sum())
     pool = WeightedPool(X_c, y_c)
     start = time.perf_counter()
     t0 = time.perf_counter()
@@ -140,7 +141,7 @@ def run_mtp(scenario: Scenario, target: Model, *, epsilon: float | None = None, 
         best = search(model.theta, theta_p, rng=rng, init=previous_x)
         search_s = time.perf_counter() - t0
         previous_x = best.x
-        z = theorem2_z(learner, model, target, X_c, y_c, best.value)
+        z = theorem2_z(learner, model, target, X_c, y_c, best.value, target_clean_loss)
         if z is not None:
             bound = max(bound, z)
         test_acc = model.accuracy(data.X_test, data.y_test)
