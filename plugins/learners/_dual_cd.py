@@ -56,10 +56,7 @@ def _dcd_epochs(X, y, qd, ub, alpha, w, bias, c2, eps, max_epochs, rows, seed): 
         while s < active:
             i = index[s]
             yi = y[i]
-            acc = 0.0
-            for j in range(d):
-                acc += w[j] * X[i, j]
-            g = yi * (acc + b) - 1.0
+            g = yi * (np.dot(X[i], w) + b) - 1.0
             c = ub[i]
             a = alpha[i]
             pg = 0.0
@@ -108,15 +105,26 @@ def _dcd_epochs(X, y, qd, ub, alpha, w, bias, c2, eps, max_epochs, rows, seed): 
     return epochs
 
 
+@njit
+def _combine_rows(X, coef, rows):  # pragma: no cover - compiled
+    """``Σ_{i ∈ rows} coef_i x_i`` (``Xᵀ coef`` touching only the rows with nonzero coef)."""
+    d = X.shape[1]
+    out = np.zeros(d)
+    for i in rows:
+        c = coef[i]
+        if c != 0.0:
+            for j in range(d):
+                out[j] += c * X[i, j]
+    return out
+
+
 @dataclass(frozen=True)
 class DualState:
     """Warm-start state kept in ``Model.state`` by the SVM.
 
-    ``beta`` holds ``α_i / C`` (in ``[0, s_i]``), ``eps`` the projected-gradient tolerance the
-    last fit needed, a good first tolerance for the next one."""
+    ``beta`` holds ``α_i / C`` (in ``[0, s_i]``)."""
 
     beta: np.ndarray
-    eps: float
 
 
 @dataclass(frozen=True)
@@ -165,17 +173,15 @@ def solve_svm(
     ub = C * s
     rows = np.flatnonzero(s > 0).astype(np.int64)
     alpha = np.zeros(n)
-    eps = 1e-2
     if warm is not None:
         m = min(warm.beta.shape[0], n)
         alpha[:m] = C * np.clip(warm.beta[:m], 0.0, s[:m])
-        eps = warm.eps
     sqn = np.einsum("ij,ij->i", X, X)
     if regularise_bias:
-        w, b, alpha, stats = _solve_regularised(X, y, ub, alpha, sqn, rows, tol, max_iter, eps, seed)
+        w, b, alpha, stats = _solve_regularised(X, y, ub, alpha, sqn, rows, tol, max_iter, seed)
     else:
-        w, b, alpha, stats = _solve_free_bias(X, y, ub, alpha, sqn, rows, tol, max_iter, eps, seed, b0)
-    primal, gap, epochs, eps, rounds = stats
+        w, b, alpha, stats = _solve_free_bias(X, y, ub, alpha, sqn, rows, tol, max_iter, seed, b0)
+    primal, gap, epochs, rounds = stats
     info = {
         "solver": "dual-cd",
         "objective": C_R * primal,
@@ -186,57 +192,141 @@ def solve_svm(
         "converged": bool(gap <= tol * primal),
         "tol": tol,
     }
-    return SVMSolution(w, b, DualState(alpha / C, eps), info)
+    return SVMSolution(w, b, DualState(alpha / C), info)
+
+
+_MAX_FREE = 500
+_EPOCHS_PER_ROUND = 10
+_MAX_ACTIVE_SET_STEPS = 10
+_EPS_START = 1e-3
+_EPS_FLOOR = 1e-13
 
 
 def _next_eps(eps: float, gap: float, target: float) -> float:
-    return eps * float(np.clip(0.5 * target / gap, 1e-3, 0.1)) if gap > 0 else eps * 0.1
+    factor = float(np.clip(0.5 * target / gap, 1e-3, 0.1)) if gap > 0 else 0.1
+    return max(eps * factor, _EPS_FLOOR)
 
 
-def _solve_regularised(X, y, ub, alpha, sqn, rows, tol, max_iter, eps, seed):
+def _pinv_solve(M: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """Minimum-norm least-squares solution of ``M x = r`` for symmetric ``M`` (eigenvalues below
+    ``1e-12 · max|λ|`` dropped)."""
+    vals, vecs = np.linalg.eigh(M)
+    keep = np.abs(vals) > np.abs(vals).max() * 1e-12
+    return vecs[:, keep] @ ((vecs[:, keep].T @ r) / vals[keep])
+
+
+def _free_set_step(X, y, alpha, ub, w, b, c2, balance):
+    """Minimise the dual over its free coordinates ``0 < α_i < C_i`` (the others fixed) by
+    Newton steps of an active-set method; returns the updated ``(w, b)``.
+
+    On the free set F the optimum solves ``Q_FF Δ = 1 − y_F ⊙ f(x_F)`` with
+    ``Q_FF = (y yᵀ) ⊙ (X_F X_Fᵀ + c²)`` (pseudo-inverse when singular, e.g. duplicated rows).
+    The step clipped to the box is taken when it lowers the dual (``½ dᵀQd − rᵀd < 0``); else the
+    step cut back at the first coordinate to reach its bound (along Δ the quadratic decreases up
+    to the full step). With ``balance`` (free bias, c = 0) the bordered system also restores
+    ``Σ α_i y_i = 0`` and gives the bias change as its multiplier; then only cut-back steps."""
+    for _ in range(_MAX_ACTIVE_SET_STEPS):
+        free = np.flatnonzero((alpha > 0.0) & (alpha < ub))
+        if free.size == 0 or free.size > _MAX_FREE:
+            break
+        XF = X[free]
+        yF = y[free]
+        r = 1.0 - yF * (XF @ w + b)
+        Q = (XF @ XF.T + c2) * np.outer(yF, yF)
+        if balance:
+            delta = _pinv_solve(np.block([[Q, yF[:, None]], [yF[None, :], np.zeros((1, 1))]]), np.append(r, -float(alpha @ y)))
+            db = float(delta[-1])
+            delta = delta[: free.size]
+        else:
+            delta = _pinv_solve(Q, r)
+            db = 0.0
+        aF = alpha[free]
+        ubF = ub[free]
+        new = np.clip(aF + delta, 0.0, ubF)
+        step = new - aF
+        full = balance is False and (0.5 * step @ (Q @ step) - r @ step < 0)
+        if not full:
+            room = np.where(delta > 0, ubF - aF, np.where(delta < 0, -aF, np.inf))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                limits = np.where(delta != 0, room / delta, np.inf)
+            hit = int(np.argmin(limits))
+            t = min(1.0, float(limits[hit]))
+            new = np.clip(aF + t * delta, 0.0, ubF)
+            if t < 1.0:
+                new[hit] = 0.0 if delta[hit] < 0 else ubF[hit]
+            full = t >= 1.0
+            db *= t
+        change = (new - aF) * yF
+        alpha[free] = new
+        w = w + XF.T @ change
+        b = b + c2 * float(change.sum()) + db
+        if full and np.array_equal(new, aF + delta):
+            break
+    return w, b
+
+
+def _solve_regularised(X, y, ub, alpha, sqn, rows, tol, max_iter, seed):
     qd = sqn + 1.0
+    ay = alpha * y
+    w = _combine_rows(X, ay, rows)
+    bias = np.array([ay.sum()])
     epochs = rounds = 0
+    eps = _EPS_START
+    best = np.inf
     while True:
-        ay = alpha * y
-        w = X.T @ ay
-        bias = np.array([ay.sum()])
-        epochs += _dcd_epochs(X, y, qd, ub, alpha, w, bias, 1.0, eps, max_iter - epochs, rows, seed + rounds)
+        budget = min(_EPOCHS_PER_ROUND, max_iter - epochs)
+        ran = _dcd_epochs(X, y, qd, ub, alpha, w, bias, 1.0, eps, budget, rows, seed + rounds)
+        epochs += ran
         rounds += 1
+        _free_set_step(X, y, alpha, ub, w, float(bias[0]), 1.0, False)
         ay = alpha * y
-        w = X.T @ ay
+        w = _combine_rows(X, ay, rows)
         b = float(ay.sum())
+        bias[0] = b
+        if ran == budget and epochs < max_iter:
+            continue
         g = y * (X @ w + b) - 1.0
         primal = 0.5 * (w @ w + b * b) + float(ub @ np.maximum(0.0, -g))
         dual = float(alpha.sum()) - 0.5 * (w @ w + b * b)
         gap = max(primal - dual, 0.0)
-        if gap <= tol * primal or epochs >= max_iter:
-            return w, b, alpha, (primal, gap, epochs, eps, rounds)
+        if gap <= tol * primal or epochs >= max_iter or (eps == _EPS_FLOOR and gap >= best):
+            return w, b, alpha, (primal, gap, epochs, rounds)
+        best = min(best, gap)
         eps = _next_eps(eps, gap, tol * primal)
 
 
-def _solve_free_bias(X, y, ub, alpha, sqn, rows, tol, max_iter, eps, seed, b0):
+def _solve_free_bias(X, y, ub, alpha, sqn, rows, tol, max_iter, seed, b0):
     rho = max(float(sqn[rows].mean()), 1e-12)
     qd = sqn + rho
     centre = b0
     epochs = rounds = 0
+    eps = _EPS_START
+    best = np.inf
     pos = y > 0
+    ay = alpha * y
+    w = _combine_rows(X, ay, rows)
+    bias = np.array([centre + rho * ay.sum()])
     while True:
-        ay = alpha * y
-        w = X.T @ ay
-        bias = np.array([centre + rho * ay.sum()])
-        epochs += _dcd_epochs(X, y, qd, ub, alpha, w, bias, rho, eps, max_iter - epochs, rows, seed + rounds)
+        budget = min(_EPOCHS_PER_ROUND, max_iter - epochs)
+        ran = _dcd_epochs(X, y, qd, ub, alpha, w, bias, rho, eps, budget, rows, seed + rounds)
+        epochs += ran
         rounds += 1
-        centre = float(bias[0])
-        w = X.T @ (alpha * y)
+        w, centre = _free_set_step(X, y, alpha, ub, w, float(bias[0]), 0.0, True)
+        ay = alpha * y
+        w = _combine_rows(X, ay, rows)
+        bias[0] = centre + rho * ay.sum()
+        if ran == budget and epochs < max_iter:
+            continue
         margins = X @ w
         b = best_bias(margins, y, ub)
         primal = 0.5 * (w @ w) + float(ub @ np.maximum(0.0, 1.0 - y * (margins + b)))
         feasible = _project_balanced(alpha, pos)
-        w_f = X.T @ (feasible * y)
+        w_f = _combine_rows(X, feasible * y, rows)
         dual = float(feasible.sum()) - 0.5 * (w_f @ w_f)
         gap = max(primal - dual, 0.0)
-        if gap <= tol * primal or epochs >= max_iter:
-            return w, b, alpha, (primal, gap, epochs, eps, rounds)
+        if gap <= tol * primal or epochs >= max_iter or (eps == _EPS_FLOOR and gap >= best):
+            return w, b, alpha, (primal, gap, epochs, rounds)
+        best = min(best, gap)
         eps = _next_eps(eps, gap, tol * primal)
 
 
