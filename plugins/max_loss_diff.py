@@ -163,6 +163,10 @@ class CvxpyHinge:
         for g in feasible.onehot_groups if onehot != "ignore" else ():
             s = cp.sum(cp.hstack([x[j] for j in g]))
             cons.append(s == 1 if onehot == "exact" else s <= 1)
+        self._int_mask = int_mask
+        self._lo, self._hi = feasible.lo, feasible.hi
+        self._box_only = onehot == "ignore" or not feasible.onehot_groups
+        self.milp_solves = 0
         self._c = cp.Parameter(d)
         self._a = cp.Parameter(d)
         self._beta = cp.Parameter()
@@ -193,13 +197,28 @@ class CvxpyHinge:
             last = RuntimeError(f"solver {solver} returned status {status!r}")
         raise RuntimeError(f"max loss difference: no solver reached an optimal status ({last})")
 
+    def _piece(self, c: np.ndarray, a: np.ndarray, beta: float) -> np.ndarray | None:
+        """One piece; for a MILP over a plain box (no one-hot rows) the closed form first: its
+        LP optimum has at most one fractional coordinate, and when every integer feature is
+        integral it is also optimal for the MILP (the MILP's set lies inside the LP's)."""
+        if self.milp and self._box_only:
+            x = box_knapsack(c, a, beta, self._lo, self._hi)
+            if x is None:
+                return None
+            xi = x[self._int_mask]
+            if np.array_equal(xi, np.round(xi)):
+                return x
+        if self.milp:
+            self.milp_solves += 1
+        return self.solve_piece(c, a, beta)
+
     def max_loss_diff(self, theta_t: np.ndarray, theta_p: np.ndarray, labels: Sequence[float] = LABELS) -> MaxLossDiff:
         """Exact maximum of the hinge loss difference over this feasible set."""
         best: MaxLossDiff | None = None
         name = "milp" if self.milp else "cvxpy"
         for y in labels:
             for c, a, beta in _hinge_pieces(theta_t, theta_p, y):
-                x = self.solve_piece(c, a, beta)
+                x = self._piece(c, a, beta)
                 if x is None:
                     continue
                 value = float(hinge_loss_diff(theta_t, theta_p, x, y)[0])

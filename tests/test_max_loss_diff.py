@@ -94,10 +94,16 @@ def test_knapsack_reports_an_empty_piece_and_solves_the_fractional_case():
     np.testing.assert_allclose(x, [1.0, 0.0])  # slack constraint: the unconstrained corner
 
 
-@pytest.mark.parametrize("seed", range(12))
-def test_milp_matches_enumeration_of_binary_features(seed):
+def test_milp_matches_enumeration_of_binary_features():
     """Integer (0/1) features: the MILP equals brute force over the binary part, with the
-    continuous part solved exactly by the closed form for each binary assignment."""
+    continuous part solved exactly by the closed form for each binary assignment. The cases
+    include pieces settled by the closed-form shortcut and pieces that needed the MILP solver
+    (a fractional integer feature), so both paths are checked."""
+    solves = [_check_milp_case(seed) for seed in range(12)]
+    assert 0 < sum(solves) < 12 * 6
+
+
+def _check_milp_case(seed: int) -> int:
     rng = np.random.default_rng(seed)
     d_real, d_bin = 2, 5
     d = d_real + d_bin
@@ -105,7 +111,8 @@ def test_milp_matches_enumeration_of_binary_features(seed):
     integer = np.r_[np.zeros(d_real, bool), np.ones(d_bin, bool)]
     fs = FeasibleSet(lo, hi, integer=integer)
     theta_t, theta_p = rng.normal(size=d + 1), rng.normal(size=d + 1)
-    milp = CvxpyHinge(fs).max_loss_diff(theta_t, theta_p)
+    solver = CvxpyHinge(fs)
+    milp = solver.max_loss_diff(theta_t, theta_p)
     assert milp.exact and not milp.relaxed
     brute = -np.inf
     for bits in itertools.product([0.0, 1.0], repeat=d_bin):
@@ -118,6 +125,7 @@ def test_milp_matches_enumeration_of_binary_features(seed):
     assert np.allclose(milp.x[integer], np.round(milp.x[integer]), atol=1e-6)
     relaxed = hinge_max_loss_diff_box(theta_t, theta_p, lo, hi)
     assert relaxed.value >= milp.value - 1e-9  # the relaxation is an upper bound
+    return solver.milp_solves
 
 
 def test_onehot_constraints_restrict_the_lp():
