@@ -34,7 +34,7 @@ from plugins.targets import error_target
 
 FULL = os.environ.get("POISONBENCH_BENCH_FULL") == "1"
 N_TRAIN = 13_007 if FULL else 2_000
-WARMUP = 30
+WARMUP = 10 if FULL else 30
 ROUNDS = 3 if FULL else 2
 C_R = 0.09
 
