@@ -62,7 +62,7 @@ class LocalExecutor:
                     return failure_rows(trial, f"local executor: worker process failed to start: {exc}", self.name, started)
             try:
                 return self._child.run(trial, float(trial.timeout))
-            except TimeoutError:
+            except _Overrun:
                 self._child.kill()
                 self._child = None
                 return failure_rows(
@@ -82,6 +82,10 @@ class _ChildDied(RuntimeError):
     pass
 
 
+class _Overrun(Exception):
+    """The child did not answer in time (not ``TimeoutError``: that is an ``OSError``)."""
+
+
 class _Child:
     """A spawned worker process that runs trials sent over a pipe."""
 
@@ -93,7 +97,7 @@ class _Child:
         child_conn.close()
         try:
             ready = self._receive(STARTUP_TIMEOUT)
-        except TimeoutError:
+        except _Overrun:
             ready = f"no answer within {STARTUP_TIMEOUT:g} s"
         if ready != "ready":
             self.kill()
@@ -108,12 +112,13 @@ class _Child:
 
     def _receive(self, timeout: float) -> Any:
         try:
-            if not self.conn.poll(timeout):
-                raise TimeoutError
-            return self.conn.recv()
+            ready = self.conn.poll(timeout)
+            if ready:
+                return self.conn.recv()
         except (EOFError, OSError):
             self.proc.join(5)
             raise _ChildDied(f"exit code {self.proc.exitcode}") from None
+        raise _Overrun
 
     def kill(self) -> None:
         self.proc.kill()

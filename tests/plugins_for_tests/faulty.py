@@ -11,16 +11,20 @@ from harness.attack import PoisonBatch
 
 
 class RaisingAttack:
-    """Yields ``after`` good batches, then raises RuntimeError('boom')."""
+    """Yields ``after`` good batches, then raises RuntimeError('boom'); appends a line to ``log``
+    (when given) at every run, so tests can count the runs."""
 
     name = "fault-raise"
     needs_budget = False
 
-    def __init__(self, after: int = 0):
-        self.after = after
+    def __init__(self, after: int = 0, log: str = ""):
+        self.after, self.log = after, log
 
     def poison(self, scenario):
         ds = scenario.dataset
+        if self.log:
+            with open(self.log, "a", encoding="utf-8") as f:
+                f.write("run\n")
         for _ in range(self.after):
             yield PoisonBatch(ds.X_train[:1], -ds.y_train[:1])
         raise RuntimeError("boom")
@@ -84,15 +88,22 @@ class BadOutputAttack:
 
 
 class CrashingAttack:
-    """Ends its process with ``os._exit(3)`` (a worker crash). Run it only with a timeout (in a
-    child process): in-process it would end the caller."""
+    """Ends its process with ``os._exit(3)`` (a worker crash), after appending a line to ``log``
+    (when given). Run it only with a timeout (in a child process) or on Ray: in-process it
+    would end the caller."""
 
     name = "fault-crash"
     needs_budget = False
 
+    def __init__(self, log: str = ""):
+        self.log = log
+
     def poison(self, scenario):
         import os
 
+        if self.log:
+            with open(self.log, "a", encoding="utf-8") as f:
+                f.write("run\n")
         os._exit(3)
         yield
 
