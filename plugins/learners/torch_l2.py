@@ -1,0 +1,263 @@
+"""Built-in learners ``torch-logistic`` and ``torch-mlp``: the RMD paper's eq.-6 learners, in torch.
+
+Both minimise ``L'(w; Λ) = Σ_i s_i l_i + Σ_k (e^{λ_k}/2)‖W_k‖²`` (eq. 6; ``L`` is the *summed*
+logistic loss, see :mod:`plugins.bilevel.inner` for why) by ``steps`` = T steps of full-batch
+gradient descent with rate ``lr`` = η on ``L'/N`` from a fixed ``w⁽⁰⁾`` — the inner problem of
+the paper's eq. 3, not an exact ERM solve. Consequences for the :class:`~harness.learner.Learner`
+protocol, which these classes implement only as far as it makes sense:
+
+- ``fit`` returns ``w_T``; ``warm_start`` is ignored, because ``w_T`` depends on ``w⁽⁰⁾`` by
+  definition (the inner problem is "T steps from w⁽⁰⁾", not "the minimiser").
+- The L2 strength is λ (``lam``, one per layer for the MLP) and ``C_R = e^λ`` is the coefficient
+  of ``‖w‖²/2`` against the *summed* loss; the convex learners' ``C_R`` (against the mean loss)
+  is this divided by ``N = Σ_i s_i``. ``with_regularisation(C_R)`` sets every λ to ``log C_R``.
+  Biases are never penalised (``regularise_bias = False``).
+- ``torch-logistic`` returns a linear :class:`~harness.learner.Model` and has ``loss_grad`` and
+  ``regulariser_grad``; ``torch-mlp`` returns a :class:`NetworkModel` (a numpy
+  :class:`~harness.learner.Predictor`) and has neither (its parameters are not ``(w, b)``).
+
+torch is imported only when a model is fitted (``pip install poisonbench[torch]``). Device:
+``"auto"`` = CUDA when available, else CPU; dtype ``"auto"`` = float64 on CPU, float32 on CUDA.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy.special import expit, log_expit
+
+from harness import hookimpl
+from harness.learner import Model
+from harness.validation import check_binary_labels, check_matrix, check_weights
+
+
+@dataclass(frozen=True)
+class NetworkModel:
+    """A fitted fully connected leaky-ReLU network ``f(x) = W_K φ(… φ(W_1 x + b_1) …) + b_K`` (numpy)."""
+
+    weights: tuple[np.ndarray, ...]
+    biases: tuple[np.ndarray, ...]
+    negative_slope: float = 0.01
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
+        h = check_matrix(X, "X", self.weights[0].shape[1])
+        for k, (W, b) in enumerate(zip(self.weights, self.biases)):
+            h = h @ W.T + b
+            if k < len(self.weights) - 1:
+                h = np.where(h >= 0, h, self.negative_slope * h)
+        return h[:, 0]
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Labels in {-1, +1} (ties go to +1)."""
+        return np.where(self.decision_function(X) >= 0, 1.0, -1.0)
+
+    def accuracy(self, X: np.ndarray, y: np.ndarray) -> float:
+        """Fraction of ``y`` predicted correctly (NaN for an empty set)."""
+        if len(y) == 0:
+            return float("nan")
+        return float(np.mean(self.predict(X) == np.asarray(y)))
+
+
+def _check_positive(value: Any, name: str, integer: bool = False) -> float:
+    v = float(value)
+    if not (np.isfinite(v) and v > 0) or (integer and int(value) != value):
+        kind = "positive integer" if integer else "finite number > 0"
+        raise ValueError(f"{name}: expected a {kind}, got {value!r}")
+    return v
+
+
+class _TorchL2Learner:
+    """Shared parameters and training loop of the torch learners."""
+
+    name = ""
+    regularise_bias = False
+
+    def __init__(self, lam: Any, steps: int, lr: float, device: str, dtype: str, seed: int):
+        self.steps = int(_check_positive(steps, "steps", integer=True))
+        self.lr = _check_positive(lr, "lr")
+        if not isinstance(device, str) or not isinstance(dtype, str):
+            raise ValueError(f"device/dtype: expected strings such as 'auto', got {device!r}, {dtype!r}")
+        self.device, self.dtype, self.seed = device, dtype, int(seed)
+        self.lam = self._check_lam(lam)
+
+    def _check_lam(self, lam: Any) -> np.ndarray:
+        arr = np.atleast_1d(np.asarray(lam, dtype=np.float64))
+        if arr.ndim != 1 or arr.size not in (1, self.n_lambda) or not np.isfinite(arr).all():
+            raise ValueError(f"lam: expected a finite number or {self.n_lambda} finite numbers (one per layer), got {lam!r}")
+        return np.broadcast_to(arr, (self.n_lambda,)).copy()
+
+    @property
+    def n_lambda(self) -> int:
+        """Number of L2 strengths (weight matrices)."""
+        raise NotImplementedError
+
+    @property
+    def C_R(self) -> float:
+        """``e^λ`` (geometric mean over layers): ``‖w‖²/2``'s coefficient against the summed loss."""
+        return float(np.exp(np.mean(self.lam)))
+
+    def architecture(self, d: int) -> Any:
+        """The :class:`plugins.bilevel.inner.Architecture` of this learner on ``d`` features."""
+        raise NotImplementedError
+
+    def with_lambda(self, lam: Any) -> "_TorchL2Learner":
+        """A copy with L2 strength(s) λ (scalar = the same for every layer)."""
+        out = copy.copy(self)
+        out.lam = self._check_lam(lam)
+        return out
+
+    def with_regularisation(self, C_R: float) -> "_TorchL2Learner":
+        """A copy with every ``λ_k = log C_R`` (``C_R`` against the summed loss, see module docstring)."""
+        return self.with_lambda(np.log(_check_positive(C_R, "C_R")))
+
+    def torch_setup(self) -> tuple[Any, Any]:
+        """``(torch.device, torch.dtype)`` resolved from ``device``/``dtype`` (imports torch)."""
+        from plugins.bilevel import resolve_device, resolve_dtype
+
+        dev = resolve_device(self.device)
+        return dev, resolve_dtype(self.dtype, dev)
+
+    def fit(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        sample_weight: np.ndarray | None = None,
+        warm_start: Any = None,
+    ) -> Any:
+        """``w_T``: ``steps`` GD steps on ``L'/N`` from this learner's ``w⁽⁰⁾`` (``warm_start`` is ignored)."""
+        from plugins.bilevel import require_torch
+        from plugins.bilevel.inner import InnerProblem, weight_norms
+
+        torch = require_torch()
+
+        X = check_matrix(X, "X")
+        if X.shape[0] == 0:
+            raise ValueError("X: expected at least one training point, got 0 rows")
+        y = check_binary_labels(y, "y", X.shape[0])
+        s = check_weights(sample_weight, X.shape[0])
+        arch = self.architecture(X.shape[1])
+        device, dtype = self.torch_setup()
+        problem = InnerProblem.from_numpy(arch, X, y, X[:1], y[:1], s_tr=s, lr=self.lr, steps=self.steps,
+                                          device=device, dtype=dtype)
+        lam = problem.tensor(self.lam)
+        X_p = problem.tensor(np.zeros((0, X.shape[1])))
+        params = problem.train(arch.init(dtype, device, self.seed), X_p, lam)
+        leaves = [p.requires_grad_(True) for p in params]
+        J = problem.objective(leaves, X_p, lam)
+        grad_norm = float(sum((g**2).sum() for g in torch.autograd.grad(J, leaves)) ** 0.5)
+        info = {
+            "objective": float(J.detach()),
+            "grad_norm": grad_norm,
+            "steps": self.steps,
+            "lr": self.lr,
+            "lambda": self.lam.tolist(),
+            "weight_sq_norms": weight_norms(arch, params),
+            "device": str(device),
+        }
+        arrays = [p.detach().cpu().numpy().astype(np.float64) for p in params]
+        return self._wrap(arrays, info)
+
+    def _wrap(self, arrays: list[np.ndarray], info: dict[str, Any]) -> Any:
+        raise NotImplementedError
+
+    def loss(self, model: Any, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Per-point logistic loss ``log(1 + exp(−y f(x)))``."""
+        y = check_binary_labels(y, "y", np.asarray(X).shape[0])
+        return -log_expit(y * model.decision_function(X))
+
+    def objective(self, model: Any, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> float:
+        """``L'(w; Λ)/N`` — the function gradient descent minimises (module docstring)."""
+        s = check_weights(sample_weight, np.asarray(X).shape[0])
+        weights = model.weights if isinstance(model, NetworkModel) else (model.w,)
+        penalty = sum(0.5 * np.exp(lk) * float(np.sum(W**2)) for lk, W in zip(self.lam, weights))
+        return float((s @ self.loss(model, X, y) + penalty) / s.sum())
+
+
+class TorchLogisticRegression(_TorchL2Learner):
+    """Logistic regression trained by T steps of gradient descent on L + (e^λ/2)‖w‖² (RMD paper eq. 6), in torch."""
+
+    name = "torch-logistic"
+
+    def __init__(
+        self, lam: float = 0.0, steps: int = 150, lr: float = 0.1, device: str = "auto", dtype: str = "auto", seed: int = 0
+    ):
+        super().__init__(lam, steps, lr, device, dtype, seed)
+
+    def __repr__(self) -> str:
+        return f"TorchLogisticRegression(lam={float(self.lam[0])!r}, steps={self.steps}, lr={self.lr!r}, device={self.device!r})"
+
+    @property
+    def n_lambda(self) -> int:
+        return 1
+
+    def architecture(self, d: int) -> Any:
+        from plugins.bilevel.inner import Architecture
+
+        return Architecture.logistic(d)
+
+    def _wrap(self, arrays: list[np.ndarray], info: dict[str, Any]) -> Model:
+        return Model(arrays[0][0], float(arrays[1][0]), info)
+
+    def loss_grad(self, model: Model, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Per-point gradient of the logistic loss with respect to ``(w, b)``, shape (n, d + 1)."""
+        X = check_matrix(X, "X", model.w.shape[0])
+        y = check_binary_labels(y, "y", X.shape[0])
+        coef = -y * expit(-y * (X @ model.w + model.b))
+        return np.hstack([coef[:, None] * X, coef[:, None]])
+
+    def regulariser(self, model: Model) -> float:
+        """``‖w‖²/2`` (the bias is not penalised)."""
+        return 0.5 * float(model.w @ model.w)
+
+    def regulariser_grad(self, model: Model) -> np.ndarray:
+        return np.append(model.w, 0.0)
+
+
+class TorchMLP(_TorchL2Learner):
+    """MLP d × 128 × 32 × 1 (leaky ReLU, one λ per layer) trained by T steps of gradient descent (RMD paper §5.2)."""
+
+    name = "torch-mlp"
+
+    def __init__(
+        self,
+        lam: Any = 0.0,
+        hidden: list = (128, 32),
+        negative_slope: float = 0.01,
+        steps: int = 600,
+        lr: float = 0.01,
+        device: str = "auto",
+        dtype: str = "auto",
+        seed: int = 0,
+    ):
+        hidden_t = tuple(int(h) for h in np.atleast_1d(hidden))
+        if not hidden_t or min(hidden_t) < 1 or any(int(h) != h for h in np.atleast_1d(hidden)):
+            raise ValueError(f"hidden: expected a non-empty list of positive layer widths, got {hidden!r}")
+        self.hidden = hidden_t
+        self.negative_slope = float(negative_slope)
+        super().__init__(lam, steps, lr, device, dtype, seed)
+
+    def __repr__(self) -> str:
+        return (f"TorchMLP(lam={self.lam.tolist()!r}, hidden={list(self.hidden)!r}, steps={self.steps}, "
+                f"lr={self.lr!r}, device={self.device!r}, seed={self.seed})")
+
+    @property
+    def n_lambda(self) -> int:
+        return len(self.hidden) + 1
+
+    def architecture(self, d: int) -> Any:
+        from plugins.bilevel.inner import Architecture
+
+        return Architecture.mlp(d, self.hidden, self.negative_slope)
+
+    def _wrap(self, arrays: list[np.ndarray], info: dict[str, Any]) -> NetworkModel:
+        return NetworkModel(tuple(arrays[0::2]), tuple(arrays[1::2]), self.negative_slope, info)
+
+
+@hookimpl
+def register_learners(register):
+    register(TorchLogisticRegression)
+    register(TorchMLP)
