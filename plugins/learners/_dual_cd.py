@@ -155,6 +155,7 @@ def solve_svm(
     X: np.ndarray,
     y: np.ndarray,
     s: np.ndarray,
+    sqn: np.ndarray,
     C_R: float,
     regularise_bias: bool,
     tol: float,
@@ -165,9 +166,10 @@ def solve_svm(
 ) -> SVMSolution:
     """Minimise ``J = (1/Σs) Σ s_i hinge_i + C_R R(θ)`` until ``(P − D) / P ≤ tol``.
 
-    ``X`` must be C-contiguous float64, ``y`` in {−1, +1}, ``s ≥ 0`` with a positive sum (the
-    caller validates). ``max_iter`` bounds the total number of coordinate-descent passes.
-    ``b0`` centres the first proximal step when the bias is not regularised."""
+    ``X`` must be C-contiguous float64, ``y`` in {−1, +1}, ``s ≥ 0`` with a positive sum, ``sqn``
+    the squared row norms of X (the caller validates and computes them). ``max_iter`` bounds the
+    total number of coordinate-descent passes. ``b0`` centres the first proximal step when the
+    bias is not regularised."""
     n = X.shape[0]
     C = 1.0 / (C_R * float(s.sum()))
     ub = C * s
@@ -176,7 +178,6 @@ def solve_svm(
     if warm is not None:
         m = min(warm.beta.shape[0], n)
         alpha[:m] = C * np.clip(warm.beta[:m], 0.0, s[:m])
-    sqn = np.einsum("ij,ij->i", X, X)
     if regularise_bias:
         w, b, alpha, stats = _solve_regularised(X, y, ub, alpha, sqn, rows, tol, max_iter, seed)
     else:
@@ -283,16 +284,15 @@ def _solve_regularised(X, y, ub, alpha, sqn, rows, tol, max_iter, seed):
         w = _combine_rows(X, ay, rows)
         b = float(ay.sum())
         bias[0] = b
-        if ran == budget and epochs < max_iter:
-            continue
         g = y * (X @ w + b) - 1.0
         primal = 0.5 * (w @ w + b * b) + float(ub @ np.maximum(0.0, -g))
         dual = float(alpha.sum()) - 0.5 * (w @ w + b * b)
         gap = max(primal - dual, 0.0)
         if gap <= tol * primal or epochs >= max_iter or (eps == _EPS_FLOOR and gap >= best):
             return w, b, alpha, (primal, gap, epochs, rounds)
-        best = min(best, gap)
-        eps = _next_eps(eps, gap, tol * primal)
+        if ran < budget:
+            best = min(best, gap)
+            eps = _next_eps(eps, gap, tol * primal)
 
 
 def _solve_free_bias(X, y, ub, alpha, sqn, rows, tol, max_iter, seed, b0):
