@@ -144,7 +144,7 @@ class InnerProblem:
         s_tr = np.ones(len(y_tr)) if s_tr is None else np.asarray(s_tr, dtype=np.float64)
 
         def t(a: np.ndarray) -> Tensor:
-            return torch.as_tensor(np.asarray(a, dtype=np.float64), dtype=dtype, device=device)
+            return torch.as_tensor(np.array(a, dtype=np.float64), dtype=dtype, device=device)
 
         return cls(arch, t(X_tr), t(y_tr), t(s_tr), t(X_val), t(y_val), t(y_p), float(lr), int(steps))
 
@@ -158,7 +158,7 @@ class InnerProblem:
 
     def tensor(self, a: Any) -> Tensor:
         """``a`` as a tensor on this problem's device and dtype."""
-        return torch.as_tensor(np.asarray(a, dtype=np.float64), dtype=self.dtype, device=self.device)
+        return torch.as_tensor(np.array(a, dtype=np.float64), dtype=self.dtype, device=self.device)
 
     def training_set(self, X_p: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``(X, y, s)`` of ``D_tr ∪ D_p``; poisons have weight 1."""
