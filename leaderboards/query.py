@@ -164,7 +164,7 @@ def compare(
         sides[name] = {tuple(e[k] for k in keys): e for e in aggregate(subset, keys)}
     out = []
     shared = set(sides[a]) & set(sides[b])
-    for key in sorted(shared, key=lambda k: (_sort_key(k[:-1]), sides[a][k]["_budget"] or math.inf)):
+    for key in sorted(shared, key=lambda k: (_sort_key(k[:-1]), _budget_order([sides[a][k]]))):
         ea, eb = sides[a][key], sides[b][key]
         row = dict(zip(keys, key))
         row.update({

@@ -36,7 +36,7 @@ budgets = [0, 2, 4]
 [[datasets]]
 name = "tiny"
 [[learners]]
-name = "svm"
+name = "toy-ridge"
 """
 
 
@@ -172,7 +172,7 @@ def test_checkpoint_metrics_equal_a_direct_fit(tmp_path, host):
     trial = campaign(tmp_path, host, 'name = "toy-flip"')[0]
     rows = run_trial(trial, host)
     ds = host.create("datasets", "tiny", seed=0)
-    learner = host.create("learners", "svm")
+    learner = host.create("learners", "toy-ridge")
     X, y = [], []
     rng = np.random.default_rng([0, 1])
     for _ in range(4):
@@ -234,9 +234,9 @@ def test_failure_keeps_reached_checkpoints_marked_failed(tmp_path, host):
 
 
 def test_component_construction_errors_name_the_component(tmp_path, host):
-    base = BASE.replace('name = "svm"', 'name = "svm"\nparams = { C_R = -1.0 }')
+    base = BASE.replace('name = "toy-ridge"', 'name = "toy-ridge"\nparams = { C_R = -1.0 }')
     (row,) = rows_of(host, campaign(tmp_path, host, 'name = "toy-flip"', base=base))
-    assert row["status"] == "failed" and row["error"].startswith("learner 'svm': ValueError: C_R")
+    assert row["status"] == "failed" and row["error"].startswith("learner 'toy-ridge': ValueError: C_R")
     base = BASE.replace('name = "tiny"', 'name = "tiny"\nsubpopulations = ["nowhere"]')
     (row,) = rows_of(host, campaign(tmp_path, host, 'name = "toy-flip"', base=base))
     assert row["error"].startswith("dataset 'tiny': unknown subpopulation 'nowhere'")

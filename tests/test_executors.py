@@ -29,7 +29,7 @@ def host():
 
 def make_campaign(tmp_path: Path, attacks: str, top: str = "", name: str = "c", seeds: str = "[0, 1]", tables: str = "") -> Path:
     text = f'name = "{name}"\nseeds = {seeds}\nbudgets = [0, 2, 4]\n{top}\n{tables}\n'
-    text += '[[datasets]]\nname = "tiny"\n[[learners]]\nname = "svm"\n' + textwrap.dedent(attacks)
+    text += '[[datasets]]\nname = "tiny"\n[[learners]]\nname = "toy-ridge"\n' + textwrap.dedent(attacks)
     path = tmp_path / f"{name}.toml"
     path.write_text(text)
     return path

@@ -1,5 +1,6 @@
-"""A tiny dataset, a deterministic incremental attack, a budget-needing attack, a defence that
-reports λ, and an observer of the lifecycle hooks."""
+"""A tiny dataset, a closed-form learner, a deterministic incremental attack, a budget-needing
+attack, a defence that reports λ, and an observer of the lifecycle hooks. Self-contained (no
+built-in plugin), so that harness tests do not depend on the built-in learners."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import numpy as np
 from harness import hookimpl
 from harness.attack import PoisonBatch
 from harness.defence import DefendedFit
+from harness.learner import Model
 from harness.testing import toy_dataset
 
 #: (hook, trial_id, number of rows) for every lifecycle call in this process.
@@ -24,6 +26,44 @@ EVENTS_FILE_ENV = "PB_TEST_EVENTS_FILE"
 def tiny(seed: int = 0, n: int = 40, d: int = 3):
     """Two blobs in [0, 1]^d (harness.testing.toy_dataset) with subpopulation 'corner'."""
     return toy_dataset(n=n, d=d, seed=seed)
+
+
+class RidgeLearner:
+    """Least squares on ±1 labels: J = (1/Σs) Σ s_i (y_i − w·x_i − b)² + C_R (‖w‖² + b²)/2 (closed form)."""
+
+    name = "toy-ridge"
+    regularise_bias = True
+
+    def __init__(self, C_R: float = 0.09):
+        if not C_R > 0:
+            raise ValueError(f"C_R: expected > 0, got {C_R}")
+        self.C_R = float(C_R)
+
+    def with_regularisation(self, C_R):
+        return RidgeLearner(C_R)
+
+    def fit(self, X, y, sample_weight=None, warm_start=None):
+        Xt = np.hstack([X, np.ones((len(X), 1))])
+        s = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, float)
+        A = 2.0 / s.sum() * (Xt.T * s) @ Xt + self.C_R * np.eye(Xt.shape[1])
+        return Model.from_theta(np.linalg.solve(A, 2.0 / s.sum() * (Xt.T * s) @ y))
+
+    def loss(self, model, X, y):
+        return (y - model.decision_function(X)) ** 2
+
+    def loss_grad(self, model, X, y):
+        r = -2.0 * (y - model.decision_function(X))
+        return np.hstack([X * r[:, None], r[:, None]])
+
+    def regulariser(self, model):
+        return 0.5 * float(model.theta @ model.theta)
+
+    def regulariser_grad(self, model):
+        return model.theta
+
+    def objective(self, model, X, y, sample_weight=None):
+        s = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, float)
+        return float(s @ self.loss(model, X, y) / s.sum() + self.C_R * self.regulariser(model))
 
 
 class FlipAttack:
@@ -78,6 +118,11 @@ class LoggedL2:
 @hookimpl
 def register_datasets(register):
     register(tiny, name="tiny")
+
+
+@hookimpl
+def register_learners(register):
+    register(RidgeLearner)
 
 
 @hookimpl
