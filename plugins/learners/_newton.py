@@ -7,10 +7,10 @@ Objective (MTP eq. 1 with the logistic loss), ``s̄_i = s_i / Σ s``, ``z_i = w�
     ∇²J  = X̃ᵀ diag(s̄ ⊙ σ(z)(1 − σ(z))) X̃ + C_R diag(m)
 
 with ``X̃ = [X, 1]`` and ``m = (1, …, 1, 1 if the bias is regularised else 0)``. Each Newton
-step solves ``∇²J p = −∇J`` by conjugate gradients (Hessian-vector products, O(nd) each)
-preconditioned by the Cholesky factor of the *data* Hessian at some earlier point plus the
-current ``C_R diag(m)``; the factor is refreshed when CG needs many iterations and is kept in
-``Model.state`` so that a warm re-fit after a small change needs one or two cheap Newton steps.
+step solves ``∇²J p = −∇J`` inexactly by preconditioned conjugate gradients (Hessian-vector
+products, O(nd) each; forcing term ``min(0.1, √‖∇J‖)`` for superlinear convergence), then
+backtracks on J. Warm fits precondition with the Cholesky factor of an exact Hessian kept in
+``Model.state``, so a re-fit after a small change needs one or two cheap Newton steps.
 Stops when ``‖∇J‖₂ ≤ tol`` (J is C_R-strongly convex when the bias is regularised, so then
 ``J(θ) − J* ≤ ‖∇J‖² / (2 C_R)``, reported as ``suboptimality_bound``).
 """
@@ -23,22 +23,26 @@ import numpy as np
 from scipy.linalg import cho_factor, cho_solve
 from scipy.special import expit, log_expit
 
-_CG_REFRESH = 25
+_CG_REFRESH = 10
 
 
 @dataclass(frozen=True)
 class NewtonState:
     """Warm-start state kept in ``Model.state`` by logistic regression.
 
-    ``data_hessian`` is ``X̃ᵀ diag(s̄ σ(1−σ)) X̃`` at some earlier iterate (a preconditioner)."""
+    ``data_hessian`` is ``X̃ᵀ diag(s̄ σ(1−σ)) X̃`` at some earlier iterate and ``factor`` the
+    Cholesky factor of ``data_hessian + shift`` (``shift = C_R diag(m)``): the preconditioner of
+    later warm fits, refreshed when conjugate gradients start to need many iterations."""
 
     data_hessian: np.ndarray
+    factor: tuple
+    shift: np.ndarray
 
 
 @dataclass(frozen=True)
 class LogisticSolution:
     theta: np.ndarray
-    state: NewtonState
+    state: NewtonState | None
     info: dict
 
 
@@ -93,26 +97,40 @@ def solve_logistic(
     theta0: np.ndarray | None = None,
     warm: NewtonState | None = None,
 ) -> LogisticSolution:
-    """Minimise J from ``theta0`` (zeros when None) until ``‖∇J‖₂ ≤ tol`` or ``max_iter`` steps."""
+    """Minimise J from ``theta0`` (zeros when None) until ``‖∇J‖₂ ≤ tol`` or ``max_iter`` steps.
+
+    Preconditioner: a cold fit (no ``theta0``) uses the Jacobi diagonal of the Hessian at the
+    start, cheap for a single fit;
+    a warm fit uses the Cholesky factor of the exact Hessian kept in ``warm`` (formed at
+    ``theta0`` when ``warm`` has none), which makes its one or two Newton steps a few CG
+    iterations each, and re-forms it at the current iterate when CG needs more than
+    ``_CG_REFRESH`` iterations (the cost, one ``n (d+1)²`` product, is shared by later fits)."""
     prob = _Problem(X, y, s, C_R, regularise_bias)
     theta = np.zeros(X.shape[1] + 1) if theta0 is None else theta0.astype(np.float64, copy=True)
     ym = prob.margins(theta)
     f = prob.value(theta, ym)
     g = prob.grad(theta, ym)
-    H_data = warm.data_hessian if warm is not None and warm.data_hessian.shape[0] == theta.size else None
-    factor = None
-    steps = cg_total = 0
+    shift = C_R * prob.mask
+    state = None
+    if theta0 is not None:
+        usable = warm is not None and warm.data_hessian.shape[0] == theta.size
+        state = _state(warm.data_hessian, shift, warm) if usable else _state(prob.data_hessian(prob.curvature(ym)), shift)
+    diag = None
+    steps = cg_total = refreshes = 0
     while np.linalg.norm(g) > tol and steps < max_iter:
         D = prob.curvature(ym)
-        if H_data is None:
-            H_data = prob.data_hessian(D)
-        if factor is None:
-            factor = cho_factor(H_data + np.diag(C_R * prob.mask + 1e-12), check_finite=False)
+        if state is None:
+            if diag is None:
+                diag = np.append(np.einsum("ij,ij,i->j", X, X, D), D.sum()) + shift
+            precond = lambda r: r / diag  # noqa: E731 - Jacobi, of the Hessian at the start
+        else:
+            precond = lambda r, c=state.factor: cho_solve(c, r, check_finite=False)  # noqa: E731
         gnorm = float(np.linalg.norm(g))
-        p, cg_its = _pcg(lambda v: prob.hessp(D, v), -g, factor, min(0.1, np.sqrt(gnorm)) * gnorm, 4 * theta.size)
+        p, cg_its = _pcg(lambda v: prob.hessp(D, v), -g, precond, min(0.1, np.sqrt(gnorm)) * gnorm, 4 * theta.size)
         cg_total += cg_its
-        if cg_its > _CG_REFRESH:
-            H_data, factor = prob.data_hessian(D), None
+        if state is not None and cg_its > _CG_REFRESH:
+            state = _state(prob.data_hessian(D), shift)
+            refreshes += 1
         theta, f, ym = _line_search(prob, theta, f, g, p)
         g = prob.grad(theta, ym)
         steps += 1
@@ -123,19 +141,29 @@ def solve_logistic(
         "grad_norm": gnorm,
         "iterations": steps,
         "cg_iterations": cg_total,
+        "hessian_refreshes": refreshes,
         "converged": bool(gnorm <= tol),
         "tol": tol,
     }
     if regularise_bias:
         info["suboptimality_bound"] = gnorm**2 / (2 * C_R)
-    return LogisticSolution(theta, NewtonState(H_data if H_data is not None else np.empty((0, 0))), info)
+    return LogisticSolution(theta, state, info)
 
 
-def _pcg(hessp, rhs: np.ndarray, factor, atol: float, max_its: int) -> tuple[np.ndarray, int]:
+def _state(data_hessian: np.ndarray, shift: np.ndarray, previous: NewtonState | None = None) -> NewtonState:
+    """Preconditioner state for ``data_hessian + diag(shift)``, re-using ``previous``'s factor
+    when it was made for the same matrix."""
+    if previous is not None and previous.data_hessian is data_hessian and np.array_equal(previous.shift, shift):
+        return previous
+    factor = cho_factor(data_hessian + np.diag(shift + 1e-12), check_finite=False)
+    return NewtonState(data_hessian, factor, shift)
+
+
+def _pcg(hessp, rhs: np.ndarray, precond, atol: float, max_its: int) -> tuple[np.ndarray, int]:
     """Preconditioned conjugate gradients for ``H x = rhs`` to ``‖H x − rhs‖ ≤ atol``."""
     x = np.zeros_like(rhs)
     r = rhs.copy()
-    z = cho_solve(factor, r, check_finite=False)
+    z = precond(r)
     p = z.copy()
     rz = float(r @ z)
     for its in range(1, max_its + 1):
@@ -145,7 +173,7 @@ def _pcg(hessp, rhs: np.ndarray, factor, atol: float, max_its: int) -> tuple[np.
         r -= step * Hp
         if np.linalg.norm(r) <= atol:
             return x, its
-        z = cho_solve(factor, r, check_finite=False)
+        z = precond(r)
         rz_new = float(r @ z)
         p = z + (rz_new / rz) * p
         rz = rz_new
