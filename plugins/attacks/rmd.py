@@ -1,6 +1,6 @@
 """Built-in attack ``rmd``: the bilevel poisoning attack of Carnerero-Cano et al. (RMD paper, Algorithm 1).
 
-The attacker solves eq. 3, ``min_Λ max_{X_p} A(w_T)`` with ``A`` the mean validation loss and
+The attacker solves eq. 3, ``min_Λ max_{X_p} A(w_T)`` with ``A`` the summed validation loss and
 ``w_T`` the result of T gradient-descent steps on ``Σ l_i + Σ_k (e^{λ_k}/2)‖W_k‖²`` over the
 clean training data plus the poisons (eq. 6; :mod:`plugins.bilevel.inner`). Per batch of
 poisons (Algorithm 1 with ``initXp`` of appendix B)::
@@ -145,14 +145,14 @@ class RMDAttack:
         def diagnostics(X_p: Any, lam: Any, started: float, iterations: int) -> dict[str, Any]:
             with torch.no_grad():
                 params = P.train(arch.init(dtype, device, seed), X_p, lam)
-                A = float(P.outer(params))
+                A = float(P.outer(params)) / len(ds.y_val)
                 scores = arch.forward(params, P.tensor(ds.X_test))
                 acc = float(((scores >= 0).to(dtype) * 2 - 1 == P.tensor(ds.y_test)).to(dtype).mean())
             lam_list = lam.detach().cpu().numpy().astype(float).tolist()
             return {
                 "lambda": float(np.mean(lam_list)),
                 "lambda_layers": lam_list,
-                "validation_loss": A,
+                "validation_loss": A,  # mean over the validation set
                 "test_accuracy": acc,
                 "weight_sq_norms": weight_norms(arch, params),
                 "hyperiterations": iterations,

@@ -251,7 +251,8 @@ class LearnedL2:
 
         def oracle(lam: np.ndarray) -> tuple[float, np.ndarray]:
             out = rmd(problem, w0, X_p, problem.tensor(lam), wrt=("lam",))
-            return out.value, out.lam.detach().cpu().numpy().astype(np.float64)
+            n_val = len(y_val)  # report the mean validation loss (the problem's A is summed)
+            return out.value / n_val, out.lam.detach().cpu().numpy().astype(np.float64) / n_val
 
         return oracle
 
