@@ -30,17 +30,18 @@ from plugins.learners._jit import njit
 
 
 @njit
-def _dcd_epochs(X, y, qd, ub, alpha, w, bias, c2, eps, max_epochs, rows, seed):  # pragma: no cover - compiled
+def _dcd_epochs(X, y, qd, ub, alpha, w, bias, c2, eps, max_epochs, rows, seed, shrink):  # pragma: no cover
     """Liblinear's L1-loss dual CD with shrinking on ``rows``; updates α, w, bias[0] in place.
 
-    Stops when every projected gradient has ``|PG| ≤ eps`` over all rows (after unshrinking) or
-    after ``max_epochs`` passes; returns the number of passes."""
-    n_rows = rows.shape[0]
+    The first pass already sets aside rows at a bound whose gradient is beyond ``±shrink``
+    (liblinear: ``shrink = ∞``). Stops when every projected gradient of the rows still active
+    has ``|PG| ≤ eps`` or after ``max_epochs`` passes; returns the number of passes. There is no
+    final pass over the set-aside rows: the caller's duality-gap certificate checks every row."""
     d = X.shape[1]
     index = rows.copy()
-    active = n_rows
-    pg_max_old = np.inf
-    pg_min_old = -np.inf
+    active = rows.shape[0]
+    pg_max_old = shrink
+    pg_min_old = -shrink
     b = bias[0]
     np.random.seed(seed)
     epochs = 0
@@ -93,12 +94,7 @@ def _dcd_epochs(X, y, qd, ub, alpha, w, bias, c2, eps, max_epochs, rows, seed): 
             s += 1
         epochs += 1
         if max(pg_max_new, -pg_min_new) <= eps:
-            if active == n_rows:
-                break
-            active = n_rows
-            pg_max_old = np.inf
-            pg_min_old = -np.inf
-            continue
+            break
         pg_max_old = pg_max_new if pg_max_new > 0.0 else np.inf
         pg_min_old = pg_min_new if pg_min_new < 0.0 else -np.inf
     bias[0] = b
@@ -169,19 +165,23 @@ def solve_svm(
     ``X`` must be C-contiguous float64, ``y`` in {−1, +1}, ``s ≥ 0`` with a positive sum, ``sqn``
     the squared row norms of X (the caller validates and computes them). ``max_iter`` bounds the
     total number of coordinate-descent passes. ``b0`` centres the first proximal step when the
-    bias is not regularised."""
+    bias is not regularised. A warm fit sets aside rows at a bound whose gradient is beyond
+    ``±_SHRINK_WARM`` from the first pass (a small change rarely moves them); every round ends
+    with the certificate over all rows, and tightens ``eps`` only when no row violates it."""
     n = X.shape[0]
     C = 1.0 / (C_R * float(s.sum()))
     ub = C * s
     rows = np.flatnonzero(s > 0).astype(np.int64)
     alpha = np.zeros(n)
+    shrink = np.inf
     if warm is not None:
         m = min(warm.beta.shape[0], n)
         alpha[:m] = C * np.clip(warm.beta[:m], 0.0, s[:m])
+        shrink = _SHRINK_WARM
     if regularise_bias:
-        w, b, alpha, stats = _solve_regularised(X, y, ub, alpha, sqn, rows, tol, max_iter, seed)
+        w, b, alpha, stats = _solve_regularised(X, y, ub, alpha, sqn, rows, tol, max_iter, seed, shrink)
     else:
-        w, b, alpha, stats = _solve_free_bias(X, y, ub, alpha, sqn, rows, tol, max_iter, seed, b0)
+        w, b, alpha, stats = _solve_free_bias(X, y, ub, alpha, sqn, rows, tol, max_iter, seed, shrink, b0)
     primal, gap, epochs, rounds = stats
     info = {
         "solver": "dual-cd",
@@ -201,6 +201,7 @@ _EPOCHS_PER_ROUND = 10
 _MAX_ACTIVE_SET_STEPS = 10
 _EPS_START = 1e-3
 _EPS_FLOOR = 1e-13
+_SHRINK_WARM = 0.1
 
 
 def _next_eps(eps: float, gap: float, target: float) -> float:
@@ -266,7 +267,14 @@ def _free_set_step(X, y, alpha, ub, w, b, c2, balance):
     return w, b
 
 
-def _solve_regularised(X, y, ub, alpha, sqn, rows, tol, max_iter, seed):
+def _max_violation(g: np.ndarray, alpha: np.ndarray, ub: np.ndarray, rows: np.ndarray) -> float:
+    """``max_i |PG_i|``, the largest projected-gradient violation of the box KKT conditions."""
+    g, a, u = g[rows], alpha[rows], ub[rows]
+    pg = np.where(a <= 0.0, np.minimum(g, 0.0), np.where(a >= u, np.maximum(g, 0.0), g))
+    return float(np.abs(pg).max())
+
+
+def _solve_regularised(X, y, ub, alpha, sqn, rows, tol, max_iter, seed, shrink):
     qd = sqn + 1.0
     ay = alpha * y
     w = _combine_rows(X, ay, rows)
@@ -276,7 +284,7 @@ def _solve_regularised(X, y, ub, alpha, sqn, rows, tol, max_iter, seed):
     best = np.inf
     while True:
         budget = min(_EPOCHS_PER_ROUND, max_iter - epochs)
-        ran = _dcd_epochs(X, y, qd, ub, alpha, w, bias, 1.0, eps, budget, rows, seed + rounds)
+        ran = _dcd_epochs(X, y, qd, ub, alpha, w, bias, 1.0, eps, budget, rows, seed + rounds, shrink)
         epochs += ran
         rounds += 1
         _free_set_step(X, y, alpha, ub, w, float(bias[0]), 1.0, False)
@@ -290,12 +298,12 @@ def _solve_regularised(X, y, ub, alpha, sqn, rows, tol, max_iter, seed):
         gap = max(primal - dual, 0.0)
         if gap <= tol * primal or epochs >= max_iter or (eps == _EPS_FLOOR and gap >= best):
             return w, b, alpha, (primal, gap, epochs, rounds)
-        if ran < budget:
+        if ran < budget and _max_violation(g, alpha, ub, rows) <= eps:
             best = min(best, gap)
             eps = _next_eps(eps, gap, tol * primal)
 
 
-def _solve_free_bias(X, y, ub, alpha, sqn, rows, tol, max_iter, seed, b0):
+def _solve_free_bias(X, y, ub, alpha, sqn, rows, tol, max_iter, seed, shrink, b0):
     rho = max(float(sqn[rows].mean()), 1e-12)
     qd = sqn + rho
     centre = b0
@@ -308,7 +316,7 @@ def _solve_free_bias(X, y, ub, alpha, sqn, rows, tol, max_iter, seed, b0):
     bias = np.array([centre + rho * ay.sum()])
     while True:
         budget = min(_EPOCHS_PER_ROUND, max_iter - epochs)
-        ran = _dcd_epochs(X, y, qd, ub, alpha, w, bias, rho, eps, budget, rows, seed + rounds)
+        ran = _dcd_epochs(X, y, qd, ub, alpha, w, bias, rho, eps, budget, rows, seed + rounds, shrink)
         epochs += ran
         rounds += 1
         w, centre = _free_set_step(X, y, alpha, ub, w, float(bias[0]), 0.0, True)
@@ -326,8 +334,9 @@ def _solve_free_bias(X, y, ub, alpha, sqn, rows, tol, max_iter, seed, b0):
         gap = max(primal - dual, 0.0)
         if gap <= tol * primal or epochs >= max_iter or (eps == _EPS_FLOOR and gap >= best):
             return w, b, alpha, (primal, gap, epochs, rounds)
-        best = min(best, gap)
-        eps = _next_eps(eps, gap, tol * primal)
+        if _max_violation(y * (margins + bias[0]) - 1.0, alpha, ub, rows) <= eps:
+            best = min(best, gap)
+            eps = _next_eps(eps, gap, tol * primal)
 
 
 def _project_balanced(alpha: np.ndarray, pos: np.ndarray) -> np.ndarray:
