@@ -290,3 +290,20 @@ def test_from_sklearn_maps_classes_and_rejects_multiclass():
         to_sklearn(model, "tree")
     with pytest.raises(ValueError, match="regularise"):
         sklearn_estimator(LinearSVM(regularise_bias=False), 10)
+
+
+def test_pure_python_kernels_give_the_same_fit(monkeypatch):
+    """Without numba the same loops run as Python (``_jit`` falls back to the identity)."""
+    import plugins.learners._dual_cd as dual_cd
+
+    if not hasattr(dual_cd._dcd_epochs, "py_func"):
+        pytest.skip("numba absent: the pure-Python kernels are the ones every other test runs")
+    X, y, s = problem(18, n=60, d=4)
+    compiled = LinearSVM().fit(X, y, s)
+    monkeypatch.setattr(dual_cd, "_dcd_epochs", dual_cd._dcd_epochs.py_func)
+    monkeypatch.setattr(dual_cd, "_combine_rows", dual_cd._combine_rows.py_func)
+    state = np.random.get_state()[1].copy()
+    python = LinearSVM().fit(X, y, s)
+    assert np.array_equal(np.random.get_state()[1], state)  # no global RNG side effect
+    assert python.info["converged"]
+    assert np.allclose(python.theta, compiled.theta, atol=1e-10)

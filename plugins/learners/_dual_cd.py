@@ -43,13 +43,14 @@ def _dcd_epochs(X, y, qd, ub, alpha, w, bias, c2, eps, max_epochs, rows, seed, s
     pg_max_old = shrink
     pg_min_old = -shrink
     b = bias[0]
-    np.random.seed(seed)
+    state = seed % 2147483648
     epochs = 0
     while epochs < max_epochs:
         pg_max_new = -np.inf
         pg_min_new = np.inf
-        for j in range(active):
-            k = j + np.random.randint(0, active - j)
+        for j in range(active):  # Fisher-Yates shuffle with a local LCG (no global RNG state)
+            state = (1103515245 * state + 12345) % 2147483648
+            k = j + state % (active - j)
             tmp = index[j]
             index[j] = index[k]
             index[k] = tmp
@@ -165,9 +166,10 @@ def solve_svm(
     ``X`` must be C-contiguous float64, ``y`` in {−1, +1}, ``s ≥ 0`` with a positive sum, ``sqn``
     the squared row norms of X (the caller validates and computes them). ``max_iter`` bounds the
     total number of coordinate-descent passes. ``b0`` centres the first proximal step when the
-    bias is not regularised. A warm fit sets aside rows at a bound whose gradient is beyond
-    ``±_SHRINK_WARM`` from the first pass (a small change rarely moves them); every round ends
-    with the certificate over all rows, and tightens ``eps`` only when no row violates it."""
+    bias is not regularised. Every round ends with the certificate over all rows; the next
+    round visits only rows that are not settled at a bound by more than ``_SHRINK_WARM`` (a warm
+    fit's first round sets those aside in its first pass), and ``eps`` is tightened only when no
+    row violates it."""
     n = X.shape[0]
     C = 1.0 / (C_R * float(s.sum()))
     ub = C * s
@@ -274,6 +276,14 @@ def _max_violation(g: np.ndarray, alpha: np.ndarray, ub: np.ndarray, rows: np.nd
     return float(np.abs(pg).max())
 
 
+def _candidates(g: np.ndarray, alpha: np.ndarray, ub: np.ndarray, rows: np.ndarray, margin: float) -> np.ndarray:
+    """Rows whose status may change soon: all but those at a bound with a gradient beyond
+    ``±margin`` on the side the bound holds (α = 0 with G > margin, α = C with G < −margin)."""
+    g, a = g[rows], alpha[rows]
+    settled = ((a <= 0.0) & (g > margin)) | ((a >= ub[rows]) & (g < -margin))
+    return rows[~settled]
+
+
 def _solve_regularised(X, y, ub, alpha, sqn, rows, tol, max_iter, seed, shrink):
     qd = sqn + 1.0
     ay = alpha * y
@@ -282,9 +292,10 @@ def _solve_regularised(X, y, ub, alpha, sqn, rows, tol, max_iter, seed, shrink):
     epochs = rounds = 0
     eps = _EPS_START
     best = np.inf
+    active = rows
     while True:
         budget = min(_EPOCHS_PER_ROUND, max_iter - epochs)
-        ran = _dcd_epochs(X, y, qd, ub, alpha, w, bias, 1.0, eps, budget, rows, seed + rounds, shrink)
+        ran = _dcd_epochs(X, y, qd, ub, alpha, w, bias, 1.0, eps, budget, active, seed + rounds, shrink)
         epochs += ran
         rounds += 1
         _free_set_step(X, y, alpha, ub, w, float(bias[0]), 1.0, False)
@@ -301,6 +312,8 @@ def _solve_regularised(X, y, ub, alpha, sqn, rows, tol, max_iter, seed, shrink):
         if ran < budget and _max_violation(g, alpha, ub, rows) <= eps:
             best = min(best, gap)
             eps = _next_eps(eps, gap, tol * primal)
+        active = _candidates(g, alpha, ub, rows, _SHRINK_WARM)
+        shrink = np.inf
 
 
 def _solve_free_bias(X, y, ub, alpha, sqn, rows, tol, max_iter, seed, shrink, b0):
@@ -314,9 +327,10 @@ def _solve_free_bias(X, y, ub, alpha, sqn, rows, tol, max_iter, seed, shrink, b0
     ay = alpha * y
     w = _combine_rows(X, ay, rows)
     bias = np.array([centre + rho * ay.sum()])
+    active = rows
     while True:
         budget = min(_EPOCHS_PER_ROUND, max_iter - epochs)
-        ran = _dcd_epochs(X, y, qd, ub, alpha, w, bias, rho, eps, budget, rows, seed + rounds, shrink)
+        ran = _dcd_epochs(X, y, qd, ub, alpha, w, bias, rho, eps, budget, active, seed + rounds, shrink)
         epochs += ran
         rounds += 1
         w, centre = _free_set_step(X, y, alpha, ub, w, float(bias[0]), 0.0, True)
@@ -334,9 +348,12 @@ def _solve_free_bias(X, y, ub, alpha, sqn, rows, tol, max_iter, seed, shrink, b0
         gap = max(primal - dual, 0.0)
         if gap <= tol * primal or epochs >= max_iter or (eps == _EPS_FLOOR and gap >= best):
             return w, b, alpha, (primal, gap, epochs, rounds)
-        if _max_violation(y * (margins + bias[0]) - 1.0, alpha, ub, rows) <= eps:
+        g = y * (margins + bias[0]) - 1.0
+        if _max_violation(g, alpha, ub, rows) <= eps:
             best = min(best, gap)
             eps = _next_eps(eps, gap, tol * primal)
+        active = _candidates(g, alpha, ub, rows, _SHRINK_WARM)
+        shrink = np.inf
 
 
 def _project_balanced(alpha: np.ndarray, pos: np.ndarray) -> np.ndarray:
