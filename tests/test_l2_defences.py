@@ -179,3 +179,13 @@ def test_defences_are_registered():
     assert {"fixed-l2", "cv-l2", "learned-l2"} <= set(names)
     learners = load_host(load_external=False).registry.names("learners")
     assert {"torch-logistic", "torch-mlp"} <= set(learners)
+
+
+def test_missing_torch_error_names_the_extra(monkeypatch):
+    import sys
+
+    from plugins.bilevel import require_torch
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` raise ImportError
+    with pytest.raises(ImportError, match=r"pip install poisonbench\[torch\]"):
+        require_torch()

@@ -21,7 +21,7 @@ def require_torch() -> Any:
     """Return the ``torch`` module, or raise ``ImportError`` naming the extra that provides it."""
     try:
         import torch
-    except ImportError as exc:  # pragma: no cover - torch is installed where the tests run
+    except ImportError as exc:
         raise ImportError(
             f"the torch learners, the RMD attack and the learned-L2 defence on torch learners need "
             f"torch, which is not installed: {TORCH_HINT}"
