@@ -8,12 +8,17 @@ With ``C = 1 / (C_R Σ s)`` and ``C_i = C s_i`` the learner objective J (MTP eq.
 
 and ``P(θ(α)) − D(α) = Σ_i C_i max(0, −G_i) + α_i G_i ≥ 0`` with ``G_i = y_i θ·x̃_i − 1``.
 
+Each round runs a few coordinate-descent passes, then Newton steps of an active-set method on
+the free coordinates ``0 < α_i < C_i`` (a small dense solve: exact once the free set is right,
+where plain coordinate descent crawls on correlated rows), then the certificate over all rows.
+
 When the bias is not regularised the dual gains the equality ``Σ α_i y_i = 0``. We solve it by
 the method of multipliers on that constraint, which is the proximal-point method on the bias:
 subproblem k minimises ``P(w, b) + (b − b_k)² / (2ρ)``, an SVM with a regularised bias feature
 of value ``√ρ`` centred at ``b_k``, solved by the same coordinate descent; ``b_{k+1}`` is its
-bias. The certificate then uses the exact best bias for ``w`` (a weighted median, O(n log n))
-and the dual value of ``α`` projected onto ``Σ α_i y_i = 0``.
+bias. The active-set step there solves the bordered system that also restores the equality.
+The certificate uses the exact best bias for ``w`` (a weighted median, O(n log n)) and the
+dual value of ``α`` projected onto ``Σ α_i y_i = 0``.
 
 Warm start: α is carried between fits as ``β_i = α_i / C ∈ [0, s_i]`` (independent of C_R and
 of Σ s). Rows appended get ``β = 0``; weights that grew keep β feasible; β is clipped to the new
