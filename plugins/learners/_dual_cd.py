@@ -124,9 +124,13 @@ def _combine_rows(X, coef, rows):  # pragma: no cover - compiled
 class DualState:
     """Warm-start state kept in ``Model.state`` by the SVM.
 
-    ``beta`` holds ``α_i / C`` (in ``[0, s_i]``)."""
+    ``beta`` holds ``α_i / C`` (in ``[0, s_i]``), ``margins`` the final ``y_i f(x_i)`` and ``C``
+    the C of that fit: with the same rows and α scaled by ``C_new / C``, a re-fit starts at
+    margins ``(C_new / C) · margins``, which tells it which old rows are settled at a bound."""
 
     beta: np.ndarray
+    margins: np.ndarray
+    C: float
 
 
 @dataclass(frozen=True)
@@ -172,23 +176,29 @@ def solve_svm(
     the squared row norms of X (the caller validates and computes them). ``max_iter`` bounds the
     total number of coordinate-descent passes. ``b0`` centres the first proximal step when the
     bias is not regularised. Every round ends with the certificate over all rows; the next
-    round visits only rows that are not settled at a bound by more than ``_SHRINK_WARM`` (a warm
-    fit's first round sets those aside in its first pass), and ``eps`` is tightened only when no
-    row violates it."""
+    round visits only rows that are not settled at a bound by more than ``_SHRINK_WARM``, and
+    ``eps`` is tightened only when no row violates it. A warm fit's first round does the same
+    with the margins predicted from the previous fit (exact when its rows are a prefix of these;
+    otherwise the certificate catches what the prediction missed, at the cost of a round)."""
     n = X.shape[0]
     C = 1.0 / (C_R * float(s.sum()))
     ub = C * s
     rows = np.flatnonzero(s > 0).astype(np.int64)
     alpha = np.zeros(n)
     shrink = np.inf
+    active = rows
     if warm is not None:
         m = min(warm.beta.shape[0], n)
         alpha[:m] = C * np.clip(warm.beta[:m], 0.0, s[:m])
         shrink = _SHRINK_WARM
+        if regularise_bias:
+            predicted = np.full(n, -1.0)
+            predicted[:m] = (C / warm.C) * warm.margins[:m] - 1.0
+            active = _candidates(predicted, alpha, ub, rows, _SHRINK_WARM)
     if regularise_bias:
-        w, b, alpha, stats = _solve_regularised(X, y, ub, alpha, sqn, rows, tol, max_iter, seed, shrink)
+        w, b, alpha, g, stats = _solve_regularised(X, y, ub, alpha, sqn, rows, active, tol, max_iter, seed, shrink)
     else:
-        w, b, alpha, stats = _solve_free_bias(X, y, ub, alpha, sqn, rows, tol, max_iter, seed, shrink, b0)
+        w, b, alpha, g, stats = _solve_free_bias(X, y, ub, alpha, sqn, rows, tol, max_iter, seed, shrink, b0)
     primal, gap, epochs, rounds = stats
     info = {
         "solver": "dual-cd",
@@ -200,11 +210,11 @@ def solve_svm(
         "converged": bool(gap <= tol * primal),
         "tol": tol,
     }
-    return SVMSolution(w, b, DualState(alpha / C), info)
+    return SVMSolution(w, b, DualState(alpha / C, g + 1.0, C), info)
 
 
 _MAX_FREE = 500
-_EPOCHS_PER_ROUND = 10
+_EPOCHS_PER_ROUND = 30
 _MAX_ACTIVE_SET_STEPS = 10
 _EPS_START = 1e-3
 _EPS_FLOOR = 1e-13
@@ -289,7 +299,7 @@ def _candidates(g: np.ndarray, alpha: np.ndarray, ub: np.ndarray, rows: np.ndarr
     return rows[~settled]
 
 
-def _solve_regularised(X, y, ub, alpha, sqn, rows, tol, max_iter, seed, shrink):
+def _solve_regularised(X, y, ub, alpha, sqn, rows, active, tol, max_iter, seed, shrink):
     qd = sqn + 1.0
     ay = alpha * y
     w = _combine_rows(X, ay, rows)
@@ -297,7 +307,6 @@ def _solve_regularised(X, y, ub, alpha, sqn, rows, tol, max_iter, seed, shrink):
     epochs = rounds = 0
     eps = _EPS_START
     best = np.inf
-    active = rows
     while True:
         budget = min(_EPOCHS_PER_ROUND, max_iter - epochs)
         ran = _dcd_epochs(X, y, qd, ub, alpha, w, bias, 1.0, eps, budget, active, seed + rounds, shrink)
@@ -313,7 +322,7 @@ def _solve_regularised(X, y, ub, alpha, sqn, rows, tol, max_iter, seed, shrink):
         dual = float(alpha.sum()) - 0.5 * (w @ w + b * b)
         gap = max(primal - dual, 0.0)
         if gap <= tol * primal or epochs >= max_iter or (eps == _EPS_FLOOR and gap >= best):
-            return w, b, alpha, (primal, gap, epochs, rounds)
+            return w, b, alpha, g, (primal, gap, epochs, rounds)
         if ran < budget and _max_violation(g, alpha, ub, rows) <= eps:
             best = min(best, gap)
             eps = _next_eps(eps, gap, tol * primal)
@@ -351,8 +360,9 @@ def _solve_free_bias(X, y, ub, alpha, sqn, rows, tol, max_iter, seed, shrink, b0
         w_f = _combine_rows(X, feasible * y, rows)
         dual = float(feasible.sum()) - 0.5 * (w_f @ w_f)
         gap = max(primal - dual, 0.0)
+        g = y * (margins + b) - 1.0
         if gap <= tol * primal or epochs >= max_iter or (eps == _EPS_FLOOR and gap >= best):
-            return w, b, alpha, (primal, gap, epochs, rounds)
+            return w, b, alpha, g, (primal, gap, epochs, rounds)
         g = y * (margins + bias[0]) - 1.0
         if _max_violation(g, alpha, ub, rows) <= eps:
             best = min(best, gap)
