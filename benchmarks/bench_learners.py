@@ -15,7 +15,7 @@ Without that file, a synthetic two-class problem of the same shape is used (prin
     POISONBENCH_BENCH_FULL=1 python -m pytest benchmarks/bench_learners.py --benchmark-enable -s
 
 runs 13,007 rows (default 2,000, so that the smoke run with benchmarks disabled stays short);
-the last test prints the median-time ratios.
+the last test prints the median-time ratios and how far sklearn's objective is above ours.
 """
 
 from __future__ import annotations
@@ -28,13 +28,14 @@ import numpy as np
 import pytest
 
 from plugins.learners.linear import LinearSVM, LogisticRegression
-from plugins.learners.sklearn_interop import sklearn_estimator
+from plugins.learners.sklearn_interop import from_sklearn, sklearn_estimator
 
 MNIST_FILE = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist" / "mnist_5k.csv.gz"
 N_ROWS = 13_007 if os.environ.get("POISONBENCH_BENCH_FULL") == "1" else 2_000
 LEARNERS = {"svm": LinearSVM, "logistic": LogisticRegression}
 ROUNDS = {"cold": 3, "warm": 10, "sklearn": 3}
 MEDIANS: dict[tuple[str, str], float] = {}
+EXCESS: dict[str, float] = {}
 
 
 def augmented_mnist_17(n_rows: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, str]:
@@ -103,6 +104,10 @@ def test_sklearn_cold_fit(benchmark, case):
     estimator = sklearn_estimator(learner, n_samples=len(y2), tol=1e-8)
     benchmark.pedantic(estimator.fit, args=(X2, y2), rounds=ROUNDS["sklearn"], iterations=1)
     record(benchmark, kind, "sklearn")
+    ours = learner.objective(learner.fit(X2, y2), X2, y2)
+    theirs = learner.objective(from_sklearn(estimator), X2, y2)
+    assert ours <= theirs * (1 + 1e-12)
+    EXCESS[kind] = (theirs - ours) / ours
 
 
 def test_print_ratios(capsys):
@@ -115,5 +120,6 @@ def test_print_ratios(capsys):
             cold, warm, sk = (MEDIANS.get((kind, w), float("nan")) for w in ("cold", "warm", "sklearn"))
             print(
                 f"  {kind:9s} cold {cold:.4f}  warm {warm:.4f}  sklearn {sk:.4f}  "
-                f"warm/cold {warm / cold:.3f}  warm/sklearn {warm / sk:.3f}  cold/sklearn {cold / sk:.3f}"
+                f"warm/cold {warm / cold:.3f}  warm/sklearn {warm / sk:.3f}  cold/sklearn {cold / sk:.3f}  "
+                f"J(sklearn)/J(ours) - 1 = {EXCESS.get(kind, float('nan')):.1e}"
             )
