@@ -3,8 +3,8 @@
 Data: the ``gaussians`` dataset (appendix D.1: 32 train, 64 validation, box [−9.5, 9.5]²). Learner:
 ``torch-logistic`` (T = 500 GD steps, η = 0.2). Attack: ``rmd`` with fixed λ, one poison,
 α = 0.4, T_Dp = 50 hyperiterations, best of ``--starts`` starting validation points. λ = −8 stands
-for "no regularisation". Panels: validation error vs the poison's position (left: λ = −8, centre:
-λ = log 20) with the clean (dashed white) and poisoned (red) boundaries; right: the λ that
+for "no regularisation". Panels: validation error vs the position of a poison with the label the attack
+gave it (left: λ = −8, centre: λ = log 20) with the clean (dashed white) and poisoned (red) boundaries; right: the λ that
 minimises the validation loss (grid search over λ, eq. 1) vs the poison's position.
 
     python docs/scripts/rmd_fig1.py [--starts 5] [--grid 41] [--out docs/img/rmd-fig1.png]
@@ -103,7 +103,7 @@ def main() -> None:
     yp = results["λ = log 20"]["poison_label"]
     maps = {}
     for label, lam in LAMS.items():
-        w, b = batched_gd(ds.X_train, ds.y_train, P, yp, np.array([lam]))
+        w, b = batched_gd(ds.X_train, ds.y_train, P, results[label]["poison_label"], np.array([lam]))
         maps[label] = val_metrics(w[0], b[0], ds.X_val, ds.y_val)[0].reshape(GX.shape)
     lam_grid = np.linspace(-8, np.log(200), 27)
     w, b = batched_gd(ds.X_train, ds.y_train, P, yp, lam_grid)
@@ -124,7 +124,8 @@ def main() -> None:
             ax.plot(xs, -(bv + np.array(wv)[0] * xs) / np.array(wv)[1], lw=2, **style) if abs(wv[1]) > 1e-9 else \
                 ax.axvline(-bv / wv[0], lw=2, **style)
         ax.scatter(*r["poison"], c="red", s=120, edgecolor="k", zorder=5, label="poison")
-        ax.set_title(f"{label}: val. error {r['val_error_clean']:.3f} → {r['val_error_poisoned']:.3f}")
+        ax.set_title(f"{label}, poison label {r['poison_label']:+.0f}:\nval. error {r['val_error_clean']:.3f} → "
+                     f"{r['val_error_poisoned']:.3f}, boundary turned {r['boundary_rotation_deg']:.1f}°")
     im = axes[2].pcolormesh(GX, GY, best_lam, cmap="magma", shading="auto")
     fig.colorbar(im, ax=axes[2], label="λ minimising validation loss")
     _points(axes[2], ds)

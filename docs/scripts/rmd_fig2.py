@@ -35,9 +35,11 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict:
              "λ_RMD": (0.0, True)}
     out: dict = {"lambda_clean": lam_clean, "n_train": ds.n_train, "n_test": len(ds.y_test)}
     for name, (lam0, learn) in modes.items():
+        if name not in args.modes:
+            continue
         t0 = time.time()
         attack = RMDAttack(batch_size=args.batch, n_batches=args.batches, learn_lambda=learn, lam0=lam0,
-                           hyperiterations=args.hyper, clean_iterations=args.clean_hyper, alpha=0.99, beta=0.99)
+                           hyperiterations=args.hyper, clean_iterations=args.clean_hyper, alpha=0.99, beta=args.beta)
         Xp, yp, rows = np.zeros((0, ds.n_features)), np.zeros(0), []
         for batch in attack.poison(Scenario(ds, base.with_lambda(lam0), budget=args.batch * args.batches, seed=seed)):
             Xp, yp = np.r_[Xp, batch.X], np.r_[yp, batch.y]
@@ -61,6 +63,9 @@ def main() -> None:
     ap.add_argument("--hyper", type=int, default=20, help="hyperiterations per batch (paper: T_mult = T_Dp = 100)")
     ap.add_argument("--clean-hyper", type=int, default=20, help="λ steps on clean data (paper: T_λ = 50)")
     ap.add_argument("--T", type=int, default=150, help="inner GD steps (paper: 150)")
+    ap.add_argument("--beta", type=float, default=0.99, help="step on λ (paper: 0.99)")
+    ap.add_argument("--modes", nargs="+", default=list(MODES), help="defenders to run (default: all four)")
+    ap.add_argument("--plot-only", action="store_true", help="re-plot the runs saved in --json")
     ap.add_argument("--json", default="/tmp/rmd_fig2.json")
     ap.add_argument("--out", default="docs/img/rmd-fig2.png")
     args = ap.parse_args()
@@ -69,6 +74,12 @@ def main() -> None:
 
     torch.set_num_threads(1)
     t0 = time.time()
+    if args.plot_only:
+        with open(args.json) as fh:
+            runs = json.load(fh)["runs"]
+        plot(runs, args.out)
+        print(json.dumps(summary(runs), ensure_ascii=False))
+        return
     runs = []
     for s in range(args.seeds):
         runs.append(run_seed(s, args))
