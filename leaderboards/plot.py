@@ -102,7 +102,11 @@ def _draw(series: dict[Any, Any], labels: tuple[str, str], output: Path, log_y: 
         ax.set_xlabel(labels[0])
         ax.set_ylabel(labels[1])
         if log_y:
-            ax.set_yscale("symlog", linthresh=1e-3)
+            values = np.concatenate([series[panel][line][1] for line in series[panel]])
+            if (values > 0).all():
+                ax.set_yscale("log")
+            else:
+                ax.set_yscale("symlog", linthresh=max(1e-6, float(np.min(np.abs(values[values != 0]), initial=1.0))))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     for ax in list(axes.flat)[n:]:
