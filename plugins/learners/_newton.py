@@ -17,10 +17,10 @@ Stops when ``‖∇J‖₂ ≤ tol`` (J is C_R-strongly convex when the bias is 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.linalg import cho_factor, cho_solve
 from scipy.special import expit, log_expit
 
 _CG_REFRESH = 10
@@ -105,6 +105,8 @@ def solve_logistic(
     ``theta0`` when ``warm`` has none), which makes its one or two Newton steps a few CG
     iterations each, and re-forms it at the current iterate when CG needs more than
     ``_CG_REFRESH`` iterations (the cost, one ``n (d+1)²`` product, is shared by later fits)."""
+    from scipy.linalg import cho_solve
+
     prob = _Problem(X, y, s, C_R, regularise_bias)
     theta = np.zeros(X.shape[1] + 1) if theta0 is None else theta0.astype(np.float64, copy=True)
     ym = prob.margins(theta)
@@ -124,7 +126,7 @@ def solve_logistic(
                 diag = np.append(np.einsum("ij,ij,i->j", X, X, D), D.sum()) + shift
             precond = lambda r: r / diag  # noqa: E731 - Jacobi, of the Hessian at the start
         else:
-            precond = lambda r, c=state.factor: cho_solve(c, r, check_finite=False)  # noqa: E731
+            precond = functools.partial(cho_solve, state.factor, check_finite=False)
         gnorm = float(np.linalg.norm(g))
         p, cg_its = _pcg(lambda v: prob.hessp(D, v), -g, precond, min(0.1, np.sqrt(gnorm)) * gnorm, 4 * theta.size)
         cg_total += cg_its
@@ -155,6 +157,8 @@ def _state(data_hessian: np.ndarray, shift: np.ndarray, previous: NewtonState | 
     when it was made for the same matrix."""
     if previous is not None and previous.data_hessian is data_hessian and np.array_equal(previous.shift, shift):
         return previous
+    from scipy.linalg import cho_factor
+
     factor = cho_factor(data_hessian + np.diag(shift + 1e-12), check_finite=False)
     return NewtonState(data_hessian, factor, shift)
 

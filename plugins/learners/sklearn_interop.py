@@ -11,6 +11,8 @@
   poisonbench learner on ``n`` unit-weight points (the reference code's ``C = 1/(n · C_R)``):
   liblinear for both, since liblinear regularises the bias like ``R = (‖w‖² + b²)/2``;
   lbfgs for logistic regression with an unregularised bias.
+
+scikit-learn is imported inside the functions, since loading the plugins imports this module.
 """
 
 from __future__ import annotations
@@ -18,8 +20,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression as SkLogisticRegression
-from sklearn.svm import LinearSVC
 
 from harness.learner import Model
 
@@ -43,9 +43,12 @@ def from_sklearn(estimator: Any) -> Model:
     return Model(coef[0].copy(), b, info=info)
 
 
-def to_sklearn(model: Model, kind: str = "svm") -> LinearSVC | SkLogisticRegression:
+def to_sklearn(model: Model, kind: str = "svm") -> Any:
     """A fitted ``LinearSVC`` (``kind="svm"``) or ``LogisticRegression`` (``"logistic"``) whose
     decision function is the Model's ``w·x + b``; classes are ``[-1, 1]``."""
+    from sklearn.linear_model import LogisticRegression as SkLogisticRegression
+    from sklearn.svm import LinearSVC
+
     if not isinstance(model, Model):
         raise ValueError(f"model: expected a harness.learner.Model, got {type(model).__name__}")
     if kind not in _KINDS:
@@ -62,13 +65,16 @@ def to_sklearn(model: Model, kind: str = "svm") -> LinearSVC | SkLogisticRegress
     return est
 
 
-def sklearn_estimator(learner: Any, n_samples: int, tol: float = 1e-10, max_iter: int = 1_000_000):
+def sklearn_estimator(learner: Any, n_samples: int, tol: float = 1e-10, max_iter: int = 1_000_000) -> Any:
     """An unfitted sklearn estimator for the same objective as ``learner`` on ``n_samples``
     unit-weight points (or ``Σ s`` = ``n_samples`` with ``sample_weight``): ``C = 1/(n · C_R)``.
 
     ``LinearSVC(loss="hinge")`` requires a regularised bias (liblinear's intercept feature of
     value 1: ``R = (‖w‖² + b²)/2``); logistic regression uses liblinear likewise, or lbfgs when
     the bias is not regularised."""
+    from sklearn.linear_model import LogisticRegression as SkLogisticRegression
+    from sklearn.svm import LinearSVC
+
     if n_samples <= 0:
         raise ValueError(f"n_samples: expected a positive number of points, got {n_samples}")
     C = 1.0 / (n_samples * float(learner.C_R))
