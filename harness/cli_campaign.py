@@ -7,12 +7,13 @@ failed, 2 on a user error (bad campaign file, unknown name, unreachable cluster)
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 import warnings
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import click
 
@@ -183,21 +184,16 @@ def _hms(seconds: float) -> str:
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
 
 
-class _warnings_to_stderr(warnings.catch_warnings):
+@contextlib.contextmanager
+def _warnings_to_stderr() -> Iterator[None]:
     """Show warnings (corrupt store files…) as one ``Warning: …`` line each on stderr."""
-
-    def __init__(self) -> None:
-        super().__init__(record=True)
-
-    def __enter__(self) -> Any:
-        self.caught = super().__enter__()
+    with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        return self.caught
-
-    def __exit__(self, *exc: Any) -> None:
-        super().__exit__(*exc)
-        for w in self.caught:
-            click.echo(f"Warning: {w.message}", err=True)
+        try:
+            yield
+        finally:
+            for w in caught:
+                click.echo(f"Warning: {w.message}", err=True)
 
 
 @click.group("leaderboard")

@@ -75,6 +75,19 @@ def base_row(trial: Trial, executor: str) -> dict[str, Any]:
     return row
 
 
+def _plugin_versions(trial: Trial, host: PluginHost) -> dict[str, str]:
+    """``{"attack": "<plugin module> <version>", …}`` for the trial's four components."""
+    out = {}
+    for kind in ("dataset", "learner", "defence", "attack"):
+        try:
+            component = host.registry.get(kind + "s", getattr(trial, kind).name)
+        except LookupError:
+            out[kind] = "unknown"
+            continue
+        out[kind] = f"{component.plugin} {component.version}"
+    return out
+
+
 def _target(params: dict[str, Any]) -> str | None:
     target = params.get("target")
     return None if target is None else str(target)
@@ -84,6 +97,7 @@ class _TrialRun:
     def __init__(self, trial: Trial, host: PluginHost, executor: str):
         self.trial, self.host = trial, host
         self.base = base_row(trial, executor)
+        self.base["plugin_versions"] = to_json(_plugin_versions(trial, host))
         self.rows: list[dict[str, Any]] = []
         self.stage = ("dataset", trial.dataset.name)
         self.step = 0

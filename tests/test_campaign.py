@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from harness import __version__
 from harness.campaign import CampaignError, load_campaign, parse_campaign, resolve_budget
 from harness.plugins import load_host
 from harness.results import COLUMN_NAMES, rows_to_table
@@ -165,6 +166,11 @@ def test_incremental_attack_checkpoints_and_traces(tmp_path, host):
     assert row["git_revision"] is None or len(row["git_revision"]) >= 40
     assert row["host"] and row["device"] and row["poisonbench_version"] and row["started_at"] <= row["finished_at"]
     assert json.loads(row["config"])["trial_id"] == row["trial_id"]
+    assert json.loads(row["plugin_versions"]) == {
+        "dataset": "plugins_for_tests.toy unknown", "learner": "plugins_for_tests.toy unknown",
+        "defence": f"plugins.defences.none {__version__}", "attack": "plugins_for_tests.toy unknown",
+    }
+    assert set(json.loads(row["package_versions"])) >= {"python", "numpy", "pyarrow"}
     assert json.loads(row["diagnostics"])["extra"] == 4
 
 
