@@ -64,11 +64,13 @@ class PluginHost:
 
 
 def builtin_modules() -> list[str]:
-    """Module names of the built-in plugins (every module under the ``plugins`` packages)."""
+    """Module names of the built-in plugins (the public modules under the ``plugins`` packages;
+    ``_private`` modules are solvers and helpers, never plugins)."""
     names: list[str] = []
     for package_name in BUILTIN_PACKAGES:
         package = importlib.import_module(package_name)
-        names += sorted(m.name for m in pkgutil.iter_modules(package.__path__, package_name + "."))
+        public = (m.name for m in pkgutil.iter_modules(package.__path__) if not m.name.startswith("_"))
+        names += sorted(f"{package_name}.{name}" for name in public)
     return names
 
 
