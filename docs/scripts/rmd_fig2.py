@@ -9,7 +9,8 @@ batches (5 × 10 = 50 poisons = 16.3 % of the poisoned training set). Learner: `
 (T GD steps, η = 0.1), used both inside the attack and to evaluate it (the test error is of
 the model trained on clean + poisons with the defender's λ at that point).
 
-    python docs/scripts/rmd_fig2.py [--seeds 3] [--hyper 20] [--clean-hyper 20] [--T 150]
+    python docs/scripts/rmd_fig2.py [--seeds 3] [--hyper 20] [--clean-hyper 20] [--T 150] [--beta 0.99]
+    python docs/scripts/rmd_fig2.py --plot-only --json runs.json   # re-plot saved runs
 """
 
 from __future__ import annotations
@@ -93,10 +94,15 @@ def main() -> None:
 MODES = ("λ = −8", "λ = log 200", "λ_CLEAN", "λ_RMD")
 
 
+def modes_of(runs: list[dict]) -> list[str]:
+    """The defenders recorded in ``runs`` (keys holding per-checkpoint rows), in recorded order."""
+    return [k for k, v in runs[0].items() if isinstance(v, list)]
+
+
 def summary(runs: list[dict]) -> dict:
     """Mean (± s.e.) over seeds of test error and λ per mode and poison count."""
     out = {}
-    for mode in MODES:
+    for mode in modes_of(runs):
         err = np.array([[r["test_error"] for r in run[mode]] for run in runs])
         lam = np.array([[r["lambda"] for r in run[mode]] for run in runs])
         se = err.std(0, ddof=1) / np.sqrt(len(runs)) if len(runs) > 1 else np.zeros(err.shape[1])
@@ -114,17 +120,19 @@ def plot(runs: list[dict], path: str) -> None:
 
     s = summary(runs)
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for mode in MODES:
+    for mode in s:
         f = 100 * np.array(s[mode]["fraction"])
         a.errorbar(f, s[mode]["test_error"], yerr=s[mode]["test_error_se"], marker="o", capsize=3, label=mode)
     a.set_xlabel("poisons / training points (%)"), a.set_ylabel("test error")
     a.set_title(f"MNIST 0 vs 8, LR: test error ({len(runs)} seeds)"), a.legend()
-    f = 100 * np.array(s["λ_RMD"]["fraction"])
-    b.plot(f, s["λ_RMD"]["lambda"], "o-", color="tab:red", label="λ_RMD")
+    rmd_modes = [m for m in s if m.startswith("λ_RMD")]
+    for mode in rmd_modes:
+        b.plot(100 * np.array(s[mode]["fraction"]), s[mode]["lambda"], "o-", label=mode)
+    f = 100 * np.array(s[rmd_modes[0]]["fraction"])
     b.axhline(np.mean([r["lambda_clean"] for r in runs]), ls="--", color="tab:green", label="λ_CLEAN (5-fold CV)")
-    w2 = np.mean([[r["w_sq_norm"] for r in run["λ_RMD"]] for run in runs], axis=0)
+    w2 = np.mean([[r["w_sq_norm"] for r in run[rmd_modes[0]]] for run in runs], axis=0)
     b2 = b.twinx()
-    b2.plot(f, w2, "s:", color="tab:grey", label="‖w‖² (λ_RMD)")
+    b2.plot(f, w2, "s:", color="tab:grey", label=f"‖w‖² ({rmd_modes[0]})")
     b2.set_ylabel("‖w‖²")
     b.set_xlabel("poisons / training points (%)"), b.set_ylabel("λ")
     b.set_title("learned λ and ‖w‖² vs poison fraction"), b.legend(loc="upper left"), b2.legend(loc="lower right")
