@@ -3,7 +3,7 @@
 Reduced from the paper (ImageNet dog vs fish, 2048 × 128 × 32 × 1, T = 600, 10 seeds): MNIST 0 vs 8
 (``mnist``, ``pair="0v8", n_train=256, n_val=256``) downsampled 2 × 2 to 14 × 14 = 196 pixels
 (averages, so the box stays [0, 1]); MLP 196 × 128 × 32 × 1 (leaky ReLU) trained by T = 100 GD
-steps with η = 0.2; a fresh random w⁽⁰⁾ per hypergradient (paper §5.2); α = 0.99, β = 0.05 and
+steps with η = 0.2 in float32; a fresh random w⁽⁰⁾ per hypergradient (paper §5.2); α = 0.99, β = 0.05 and
 λ ∈ [−8, log 60] (paper Table 2, DNN); ``--batches`` × ``--batch`` poisons with ``--hyper``
 hyperiterations per batch. Defenders: λ = −8 (fixed, every layer) and λ_RMD (learned per layer).
 
@@ -49,12 +49,12 @@ def main() -> None:
         full = mnist(seed=seed, pair="0v8", n_train=256, n_val=256)
         ds = Dataset("mnist-0v8-14x14", downsample(full.X_train), full.y_train, downsample(full.X_test), full.y_test,
                      FeasibleSet.box(196, 0.0, 1.0), downsample(full.X_val), full.y_val)
-        learner = TorchMLP(lam=-8.0, hidden=[128, 32], steps=100, lr=0.2, seed=seed)
+        learner = TorchMLP(lam=-8.0, hidden=[128, 32], steps=100, lr=0.2, seed=seed, dtype="float32")
         run = {}
         for mode, learn in (("λ = −8", False), ("λ_RMD", True)):
             attack = RMDAttack(batch_size=args.batch, n_batches=args.batches, learn_lambda=learn, lam0=-8.0 if not learn else 0.0,
                                lam_min=-8.0, lam_max=float(np.log(60.0)), hyperiterations=args.hyper,
-                               clean_iterations=args.clean_hyper, alpha=0.99, beta=0.05)
+                               clean_iterations=args.clean_hyper, alpha=0.99, beta=0.05, dtype="float32")
             Xp, yp, rows = np.zeros((0, 196)), np.zeros(0), []
             for batch in attack.poison(Scenario(ds, learner, budget=args.batch * args.batches, seed=seed)):
                 Xp, yp = np.r_[Xp, batch.X], np.r_[yp, batch.y]
