@@ -147,3 +147,30 @@ def test_bad_names_are_refused(tmp_path, results):
         store.write_trial("../x", results[0][0].trial_id, results[0][1])
     with pytest.raises(ValueError, match="unknown column"):
         store.write_trial("toy", results[0][0].trial_id, [dict(results[0][1][0], bogus=1)])
+
+
+def _row(trial_id, attack, budget, acc, status="ok", seed=0):
+    return {"campaign": "c", "trial_id": trial_id, "kind": "checkpoint", "status": status, "dataset_label": "d",
+            "learner_label": "l", "defence_label": "none", "attack_label": attack, "budget_spec": str(budget),
+            "budget": budget, "n_poisons": budget, "test_accuracy": acc, "seed": seed}
+
+
+def test_leaderboard_means_standard_errors_ranks_and_failures():
+    from harness.results import rows_to_table
+    from leaderboards.query import compare, leaderboard
+
+    table = rows_to_table([
+        _row("a0", "weak", 10, 0.9), _row("a1", "weak", 10, 0.8, seed=1),
+        _row("b0", "strong", 10, 0.5), _row("b1", "strong", 10, 0.7, seed=1),
+        _row("c0", "broken", 10, None, status="failed"),
+    ])
+    entries = leaderboard(table)
+    assert [(e["attack_label"], e["rank"], e["seeds"], e["failed"]) for e in entries] == [
+        ("strong", 1, 2, 0), ("weak", 2, 2, 0), ("broken", None, 0, 1)]
+    assert entries[0]["test_accuracy"] == pytest.approx(0.6)
+    assert entries[0]["test_accuracy_se"] == pytest.approx(0.1)  # s = 0.1414, s / sqrt(2)
+    assert entries[1]["test_accuracy_se"] == pytest.approx(0.05)
+    (row,) = compare(table, "attacks", "weak", "strong")
+    assert row["diff"] == pytest.approx(-0.25) and row["diff_se"] == pytest.approx((0.1**2 + 0.05**2) ** 0.5)
+    with pytest.raises(ValueError, match="budget 7.*budgets in the store: 10"):
+        leaderboard(table, budgets=["7"])
