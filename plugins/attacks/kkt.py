@@ -34,6 +34,7 @@ the final points, never taken from a solver.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -176,17 +177,7 @@ class KKTAttack:
             candidates, failed = self._logistic_search(residual, box, splits, rng), 0
         if not candidates:
             raise RuntimeError(f"kkt: every solver failed on all {len(splits)} splits ({', '.join(SOLVER_CHAIN)})")
-        rounded = []
-        for cand in candidates:
-            x_pos, x_neg = _round(cand.x_pos, box), _round(cand.x_neg, box)
-            rounded.append((residual.norm(x_pos, x_neg, cand.n_pos, n - cand.n_pos), cand.n_pos, cand, (x_pos, x_neg)))
-        rounded.sort(key=lambda item: item[:2])
-        if box.has_integers:
-            rounded = [(*_polish(residual, box, points, cand.n_pos, value), cand) for value, _, cand, points in
-                       rounded[:_POLISH_TOP]]
-            rounded = [(value, cand.n_pos, cand, points) for points, value, cand in rounded]
-            rounded.sort(key=lambda item: item[:2])
-        best_value, _, best, best_points = rounded[0]
+        best_value, best, best_points = _best_candidate(candidates, residual, box)
         x_pos, x_neg = best_points
         n_pos, n_neg = best.n_pos, n - best.n_pos
         X_p = np.vstack([np.repeat(x_pos[None], n_pos, 0), np.repeat(x_neg[None], n_neg, 0)])
@@ -387,7 +378,9 @@ class _HingeSearch:
         cp = self.cp
         for solver in SOLVER_CHAIN:
             try:
-                self.problem.solve(solver=solver, warm_start=True)
+                with warnings.catch_warnings():  # "may be inaccurate": the status check below decides
+                    warnings.simplefilter("ignore", UserWarning)
+                    self.problem.solve(solver=solver, warm_start=True)
             except cp.error.SolverError:
                 continue
             if self.problem.status == cp.OPTIMAL:
@@ -401,6 +394,26 @@ class _HingeSearch:
         if x is None:
             return (self.box.lo + self.box.hi) / 2
         return np.clip(np.asarray(x.value, dtype=np.float64), self.box.lo, self.box.hi)
+
+
+def _best_candidate(candidates: list[_Candidate], residual: _Residual,
+                    box: _Box) -> tuple[float, _Candidate, tuple[np.ndarray, np.ndarray]]:
+    """Round every candidate onto the feasible set and score it exactly; with integer features,
+    polish the ``_POLISH_TOP`` best; the lowest objective wins (ties: the smaller n₊)."""
+    n = residual.n
+    scored = []
+    for cand in candidates:
+        points = (_round(cand.x_pos, box), _round(cand.x_neg, box))
+        scored.append((residual.norm(*points, cand.n_pos, n - cand.n_pos), cand.n_pos, cand, points))
+    scored.sort(key=lambda item: item[:2])
+    if box.has_integers:
+        polished = []
+        for value, _, cand, points in scored[:_POLISH_TOP]:
+            points, value = _polish(residual, box, points, cand.n_pos, value)
+            polished.append((value, cand.n_pos, cand, points))
+        scored = sorted(polished, key=lambda item: item[:2])
+    value, _, cand, points = scored[0]
+    return value, cand, points
 
 
 def _loss_kind(learner: Learner) -> str:
