@@ -236,7 +236,9 @@ def logistic_max_loss_diff(theta_t: np.ndarray, theta_p: np.ndarray, feasible: F
 
     ``restarts`` uniform random starts in the box per label (plus the rows of ``init``, e.g.
     the previous maximiser) run as one batch; a start stops when its objective changes by
-    less than ``tol`` between steps; the best iterate seen is returned (``exact=False``)."""
+    less than ``tol`` between steps; the best iterate seen is returned (``exact=False``).
+    Integer features (``feasible.integer``) are rounded before every evaluation, as the
+    reference code does for Adult, so the returned point lies in the feasible set."""
     if restarts < 1 and init is None:
         raise ValueError(f"restarts: expected at least 1 random start, got {restarts}")
     lo, hi = feasible.lo, feasible.hi
@@ -250,6 +252,16 @@ def logistic_max_loss_diff(theta_t: np.ndarray, theta_p: np.ndarray, feasible: F
     m1 = np.zeros_like(X)
     m2 = np.zeros_like(X)
     beta1, beta2, eps = 0.9, 0.999, 1e-8
+    ints = feasible.integer
+
+    def rounded(Z: np.ndarray) -> np.ndarray:
+        if not ints.any():
+            return Z
+        Z = Z.copy()
+        Z[:, ints] = np.clip(np.rint(Z[:, ints]), lo[ints], hi[ints])
+        return Z
+
+    X = rounded(X) if ints.any() else X
     value = logistic_loss_diff(theta_t, theta_p, X, Y)
     best_val, best_x = value.copy(), X.copy()
     active = np.ones(X.shape[0], bool)
@@ -265,10 +277,11 @@ def logistic_max_loss_diff(theta_t: np.ndarray, theta_p: np.ndarray, feasible: F
         m2[idx] = beta2 * m2[idx] + (1 - beta2) * g * g
         step_dir = (m1[idx] / (1 - beta1**step)) / (np.sqrt(m2[idx] / (1 - beta2**step)) + eps)
         X[idx] = np.clip(Xa + lr * step_dir, lo, hi)
-        new = logistic_loss_diff(theta_t, theta_p, X[idx], Ya)
+        Xe = rounded(X[idx])
+        new = logistic_loss_diff(theta_t, theta_p, Xe, Ya)
         improved = new > best_val[idx]
         best_val[idx[improved]] = new[improved]
-        best_x[idx[improved]] = X[idx[improved]]
+        best_x[idx[improved]] = Xe[improved]
         active[idx[np.abs(new - value[idx]) < tol]] = False
         value[idx] = new
     i = int(np.argmax(best_val))

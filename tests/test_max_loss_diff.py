@@ -170,6 +170,22 @@ def test_logistic_adam_finds_the_grid_maximum_in_2d(seed):
     assert fs.contains(res.x).all()
 
 
+def test_logistic_adam_rounds_integer_features():
+    rng = np.random.default_rng(4)
+    integer = np.array([False, True, True, True, False])
+    fs = FeasibleSet(np.zeros(5), np.ones(5), integer=integer)
+    theta_t, theta_p = rng.normal(size=6) * 2, rng.normal(size=6) * 2
+    res = logistic_max_loss_diff(theta_t, theta_p, fs, np.random.default_rng(0), restarts=4, max_steps=2000)
+    assert set(np.unique(res.x[integer])) <= {0.0, 1.0}
+    assert res.value == pytest.approx(logistic_loss_diff(theta_t, theta_p, res.x, res.y)[0], abs=1e-12)
+    brute = -np.inf  # integer part enumerated, continuous part on a grid
+    g = np.linspace(0, 1, 101)
+    for bits in itertools.product([0.0, 1.0], repeat=3):
+        pts = np.array([[a, *bits, c] for a in g for c in g])
+        brute = max(brute, max(logistic_loss_diff(theta_t, theta_p, pts, y).max() for y in (-1.0, 1.0)))
+    assert res.value >= brute - 1e-2
+
+
 def test_logistic_adam_is_seeded():
     fs = FeasibleSet.box(20)
     rng = np.random.default_rng(5)
