@@ -18,8 +18,25 @@ import numpy as np
 from harness.validation import check_matrix, check_vector
 
 
+class Classifier:
+    """Mixin: ``predict`` and ``accuracy`` from a subclass's ``decision_function``."""
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Labels in {-1, +1} (ties go to +1)."""
+        return np.where(self.decision_function(X) >= 0, 1.0, -1.0)
+
+    def accuracy(self, X: np.ndarray, y: np.ndarray) -> float:
+        """Fraction of ``y`` predicted correctly (NaN for an empty set)."""
+        if len(y) == 0:
+            return float("nan")
+        return float(np.mean(self.predict(X) == np.asarray(y)))
+
+
 @dataclass(frozen=True)
-class Model:
+class Model(Classifier):
     """Linear model ``f(x) = w·x + b``; ``info`` holds fit diagnostics (duality gap, iterations),
     ``state`` opaque solver state a learner may reuse for a warm start (e.g. dual variables)."""
 
@@ -49,15 +66,6 @@ class Model:
         X = check_matrix(X, "X", self.w.shape[0])
         return X @ self.w + self.b
 
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        """Labels in {-1, +1} (ties go to +1)."""
-        return np.where(self.decision_function(X) >= 0, 1.0, -1.0)
-
-    def accuracy(self, X: np.ndarray, y: np.ndarray) -> float:
-        """Fraction of ``y`` predicted correctly (NaN for an empty set)."""
-        if len(y) == 0:
-            return float("nan")
-        return float(np.mean(self.predict(X) == np.asarray(y)))
 
 
 @runtime_checkable

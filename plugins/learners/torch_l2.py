@@ -30,12 +30,12 @@ import numpy as np
 from scipy.special import expit, log_expit
 
 from harness import hookimpl
-from harness.learner import Model
+from harness.learner import Classifier, Model
 from harness.validation import check_binary_labels, check_matrix, check_weights
 
 
 @dataclass(frozen=True)
-class NetworkModel:
+class NetworkModel(Classifier):
     """A fitted fully connected leaky-ReLU network ``f(x) = W_K φ(… φ(W_1 x + b_1) …) + b_K`` (numpy)."""
 
     weights: tuple[np.ndarray, ...]
@@ -50,16 +50,6 @@ class NetworkModel:
             if k < len(self.weights) - 1:
                 h = np.where(h >= 0, h, self.negative_slope * h)
         return h[:, 0]
-
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        """Labels in {-1, +1} (ties go to +1)."""
-        return np.where(self.decision_function(X) >= 0, 1.0, -1.0)
-
-    def accuracy(self, X: np.ndarray, y: np.ndarray) -> float:
-        """Fraction of ``y`` predicted correctly (NaN for an empty set)."""
-        if len(y) == 0:
-            return float("nan")
-        return float(np.mean(self.predict(X) == np.asarray(y)))
 
 
 def _check_positive(value: Any, name: str, integer: bool = False) -> float:
