@@ -118,14 +118,15 @@ def test_adult_svm_subpop_label_flip():
 
 
 def test_adult_lr_subpop_label_flip():
-    check("paper-adult-lr.toml", 50, {"attacks": "subpop-label-flip"}, subpopulation="cluster-7")
+    check("paper-adult-lr.toml", 100, {"attacks": "subpop-label-flip"}, subpopulation="cluster-7")
 
 
 @pytest.mark.slow
-def test_adult_kkt_smallest_budget():
-    campaign = load_campaign(CAMPAIGNS / "paper-adult-kkt.toml")
-    budget = min(b for b in campaign.budgets if b > 0)
-    check("paper-adult-kkt.toml", budget, {"learners": "svm"}, subpopulation="cluster-7")
+@pytest.mark.parametrize("learner", ["svm", "lr"])
+def test_adult_kkt_smallest_budget(learner):
+    name = f"paper-adult-kkt-{learner}.toml"
+    budget = min(b for b in load_campaign(CAMPAIGNS / name).budgets if b > 0)
+    check(name, budget, {"attacks": "kkt"}, subpopulation="cluster-7")
 
 
 @pytest.mark.slow
