@@ -157,6 +157,49 @@ def test_warm_start_tolerates_a_broken_contract(cls):
     assert learner.fit(X, y, s, warm_start=plain).info["converged"]
 
 
+@pytest.mark.parametrize("regularise_bias", [True, False])
+@pytest.mark.parametrize("where", ["old row", "new row", "zero-weight row"])
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_svm_warm_fit_rejects_non_finite_rows(regularise_bias, where, value):
+    """A warm re-fit checks X for finiteness in its certificate pass instead of up front: a
+    non-finite entry anywhere (also in a row it never visits) still raises ValueError."""
+    X, y, s = problem(19, n=80, d=5)
+    learner = LinearSVM(regularise_bias=regularise_bias)
+    model = learner.fit(X[:-1], y[:-1], s[:-1])
+    bad = X.copy()
+    row = {"old row": int(np.argmax(s)), "new row": len(y) - 1, "zero-weight row": int(np.flatnonzero(s == 0)[0])}[where]
+    bad[row, 2] = value
+    with pytest.raises(ValueError, match="NaN" if np.isnan(value) else "inf"):
+        learner.fit(bad, y, s, warm_start=model)
+
+
+@pytest.mark.parametrize("change", ["rows rewritten", "rows scaled", "weights lowered", "rows dropped", "labels flipped"])
+def test_svm_warm_start_from_changed_rows_is_still_exact(change):
+    """The warm start trusts its stored weights ``Σ β_i y_i x_i`` only as a starting point: the
+    certificate recomputes them from X, so a start whose rows no longer match costs a round but
+    never the result."""
+    X, y, s = problem(20, n=200, d=6)
+    s = s + 1.0
+    learner = LinearSVM()
+    model = learner.fit(X, y, s)
+    X2, y2, s2 = X.copy(), y.copy(), s.copy()
+    if change == "rows rewritten":
+        X2[::3] = np.random.default_rng(1).normal(size=X2[::3].shape)
+    elif change == "rows scaled":
+        X2 *= 3.0
+    elif change == "weights lowered":
+        s2[::2] = 0.5
+    elif change == "rows dropped":
+        X2, y2, s2 = X2[:150], y2[:150], s2[:150]
+    else:
+        y2[::4] *= -1.0
+    warm = learner.fit(X2, y2, s2, warm_start=model)
+    cold = learner.fit(X2, y2, s2)
+    assert warm.info["converged"]
+    assert learner.objective(warm, X2, y2, s2) == pytest.approx(learner.objective(cold, X2, y2, s2), rel=1e-9)
+    assert learner.objective(warm, X2, y2, s2) <= cold.info["objective"] * (1 + 1e-10) + 1e-15
+
+
 def test_svm_warm_start_is_cheaper():
     X, y, _ = problem(10, n=400, d=20)
     learner = LinearSVM()
@@ -302,10 +345,16 @@ def test_pure_python_kernels_give_the_same_fit(monkeypatch):
         pytest.skip("numba absent: the pure-Python kernels are the ones every other test runs")
     X, y, s = problem(18, n=60, d=4)
     compiled = LinearSVM().fit(X, y, s)
-    monkeypatch.setattr(dual_cd, "_dcd_epochs", dual_cd._dcd_epochs.py_func)
-    monkeypatch.setattr(dual_cd, "_combine_rows", dual_cd._combine_rows.py_func)
+    compiled_warm = LinearSVM().fit(X, y, s + 1.0, warm_start=compiled)
+    kernels = [name for name, f in vars(dual_cd).items() if hasattr(f, "py_func")]
+    assert {"_dcd_epochs", "_combine_rows", "_certificate_pass", "_row_margins", "_fill_sqnorms"} <= set(kernels)
+    for name in kernels:
+        monkeypatch.setattr(dual_cd, name, getattr(dual_cd, name).py_func)
     state = np.random.get_state()[1].copy()
     python = LinearSVM().fit(X, y, s)
     assert np.array_equal(np.random.get_state()[1], state)  # no global RNG side effect
     assert python.info["converged"]
     assert np.allclose(python.theta, compiled.theta, atol=1e-10)
+    python_warm = LinearSVM().fit(X, y, s + 1.0, warm_start=python)
+    assert python_warm.info["converged"]
+    assert np.allclose(python_warm.theta, compiled_warm.theta, atol=1e-8)

@@ -30,6 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.linalg
 
 from plugins.learners._jit import njit
 
@@ -120,16 +121,58 @@ def _combine_rows(X, coef, rows):  # pragma: no cover - compiled
     return out
 
 
+@njit(reassociate=True)
+def _certificate_pass(X, w, coef, margins):  # pragma: no cover - compiled
+    """``margins_i = x_i · w`` for every row, and returns ``Σ_i coef_i x_i``: one read of X."""
+    d = X.shape[1]
+    out = np.zeros(d)
+    for i in range(X.shape[0]):
+        s = 0.0
+        for j in range(d):
+            s += X[i, j] * w[j]
+        margins[i] = s
+        c = coef[i]
+        if c != 0.0:
+            for j in range(d):
+                out[j] += c * X[i, j]
+    return out
+
+
+@njit(reassociate=True)
+def _row_margins(X, w, rows, margins):  # pragma: no cover - compiled
+    """``margins_i = x_i · w`` for ``i ∈ rows`` (the other entries are left as they are)."""
+    d = X.shape[1]
+    for i in rows:
+        s = 0.0
+        for j in range(d):
+            s += X[i, j] * w[j]
+        margins[i] = s
+
+
+@njit(reassociate=True)
+def _fill_sqnorms(X, sqn, rows):  # pragma: no cover - compiled
+    """``sqn_i = ‖x_i‖²`` for the ``i ∈ rows`` where ``sqn_i`` is NaN (not yet known)."""
+    d = X.shape[1]
+    for i in rows:
+        if sqn[i] != sqn[i]:
+            s = 0.0
+            for j in range(d):
+                s += X[i, j] * X[i, j]
+            sqn[i] = s
+
+
 @dataclass(frozen=True)
 class DualState:
     """Warm-start state kept in ``Model.state`` by the SVM.
 
-    ``beta`` holds ``α_i / C`` (in ``[0, s_i]``), ``margins`` the final ``y_i f(x_i)`` and ``C``
-    the C of that fit: with the same rows and α scaled by ``C_new / C``, a re-fit starts at
-    margins ``(C_new / C) · margins``, which tells it which old rows are settled at a bound."""
+    ``beta`` holds ``α_i / C`` (in ``[0, s_i]``), ``margins`` the final ``y_i f(x_i)``, ``w`` the
+    weights ``Σ_i β_i y_i x_i`` of β (so ``w(α) = C w``) and ``C`` the C of that fit: with the same
+    rows and α scaled by ``C_new / C``, a re-fit starts at weights ``C_new w`` and margins
+    ``(C_new / C) · margins``, which tells it which old rows are settled at a bound."""
 
     beta: np.ndarray
     margins: np.ndarray
+    w: np.ndarray
     C: float
 
 
@@ -161,7 +204,7 @@ def solve_svm(
     X: np.ndarray,
     y: np.ndarray,
     s: np.ndarray,
-    sqn: np.ndarray,
+    sqn: np.ndarray | None,
     C_R: float,
     regularise_bias: bool,
     tol: float,
@@ -172,21 +215,30 @@ def solve_svm(
 ) -> SVMSolution:
     """Minimise ``J = (1/Σs) Σ s_i hinge_i + C_R R(θ)`` until ``(P − D) / P ≤ tol``.
 
-    ``X`` must be C-contiguous float64, ``y`` in {−1, +1}, ``s ≥ 0`` with a positive sum, ``sqn``
-    the squared row norms of X (the caller validates and computes them). ``max_iter`` bounds the
-    total number of coordinate-descent passes. ``b0`` centres the first proximal step when the
-    bias is not regularised. Every round ends with the certificate over all rows; the next
-    round visits only rows that are not settled at a bound by more than ``_SHRINK_WARM``, and
-    ``eps`` is tightened only when no row violates it. A warm fit's first round does the same
-    with the margins predicted from the previous fit (exact when its rows are a prefix of these;
-    otherwise the certificate catches what the prediction missed, at the cost of a round)."""
+    ``X`` must be C-contiguous float64, ``y`` in {−1, +1}, ``s ≥ 0`` with a positive sum (the
+    caller validates them). ``sqn`` holds the squared row norms of a finite X, or is None when X
+    has not been checked for finiteness: then the norms of the rows the solver visits are computed
+    when first needed, and every row is checked by the certificate pass (a non-finite entry makes
+    its margin non-finite; :func:`harness.validation.check_matrix` then raises ValueError).
+    ``max_iter`` bounds the total number of coordinate-descent passes. ``b0`` centres the first
+    proximal step when the bias is not regularised.
+
+    Each round solves the problem restricted to its candidate rows (the others held at their
+    bound) and ends with one certificate pass over all rows; the next round visits only rows
+    that are not settled at a bound by more than ``_SHRINK_WARM``. A warm fit's first round does
+    the same with the margins predicted from the previous fit (exact when its rows are a prefix
+    of these; otherwise the certificate catches what the prediction missed, at the cost of a
+    round)."""
     n = X.shape[0]
     C = 1.0 / (C_R * float(s.sum()))
     ub = C * s
     rows = np.flatnonzero(s > 0).astype(np.int64)
     alpha = np.zeros(n)
+    w = np.zeros(X.shape[1])
     shrink = np.inf
     active = rows
+    if sqn is None:
+        sqn = np.full(n, np.nan)
     if warm is not None:
         m = min(warm.beta.shape[0], n)
         alpha[:m] = C * np.clip(warm.beta[:m], 0.0, s[:m])
@@ -194,11 +246,19 @@ def solve_svm(
         if regularise_bias:
             predicted = np.full(n, -1.0)
             predicted[:m] = (C / warm.C) * warm.margins[:m] - 1.0
-            active = _candidates(predicted, alpha, ub, rows, _SHRINK_WARM)
+            active = _candidates(predicted, alpha, ub, rows, _BAND_WARM)
+            consistent = m == warm.beta.shape[0] and not np.any(warm.beta > s[:m]) and warm.w.shape == w.shape
+            if consistent:
+                w = C * warm.w
+            else:
+                _checked_sqnorms(X, sqn, rows[alpha[rows] > 0])
+                w = _combine_rows(X, alpha * y, rows)
     if regularise_bias:
-        w, b, alpha, g, stats = _solve_regularised(X, y, ub, alpha, sqn, rows, active, tol, max_iter, seed, shrink)
+        w, b, alpha, g, w_alpha, stats = _solve_regularised(X, y, ub, alpha, w, sqn, rows, active, tol, max_iter, seed, shrink)
     else:
+        _checked_sqnorms(X, sqn, np.arange(n))
         w, b, alpha, g, stats = _solve_free_bias(X, y, ub, alpha, sqn, rows, tol, max_iter, seed, shrink, b0)
+        w_alpha = w
     primal, gap, epochs, rounds = stats
     info = {
         "solver": "dual-cd",
@@ -210,7 +270,7 @@ def solve_svm(
         "converged": bool(gap <= tol * primal),
         "tol": tol,
     }
-    return SVMSolution(w, b, DualState(alpha / C, g + 1.0, C), info)
+    return SVMSolution(w, b, DualState(alpha / C, g + 1.0, w_alpha / C, C), info)
 
 
 _MAX_FREE = 500
@@ -219,6 +279,8 @@ _MAX_ACTIVE_SET_STEPS = 10
 _EPS_START = 1e-3
 _EPS_FLOOR = 1e-13
 _SHRINK_WARM = 0.1
+_INNER_SHARE = 0.25
+_BAND_WARM = 0.01
 
 
 def _next_eps(eps: float, gap: float, target: float) -> float:
@@ -234,33 +296,56 @@ def _pinv_solve(M: np.ndarray, r: np.ndarray) -> np.ndarray:
     return vecs[:, keep] @ ((vecs[:, keep].T @ r) / vals[keep])
 
 
+def _psd_solve(Q: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """``(Q + δI)⁻¹ r`` for a positive semi-definite ``Q`` by Cholesky, ``δ = 1e-12 · max Q_ii``.
+
+    The tiny shift keeps singular ``Q`` (duplicated rows) factorisable and leaves the step a
+    descent direction along which the dual falls up to the full step; should the factorisation
+    still fail, the pseudo-inverse solve is used."""
+    shift = 1e-12 * float(np.abs(np.diag(Q)).max())
+    try:
+        factor = scipy.linalg.cho_factor(Q + shift * np.eye(Q.shape[0]), lower=True, check_finite=False)
+    except np.linalg.LinAlgError:
+        return _pinv_solve(Q, r)
+    return scipy.linalg.cho_solve(factor, r, check_finite=False)
+
+
 def _free_set_step(X, y, alpha, ub, w, b, c2, balance):
     """Minimise the dual over its free coordinates ``0 < α_i < C_i`` (the others fixed) by
     Newton steps of an active-set method; returns the updated ``(w, b)``.
 
     On the free set F the optimum solves ``Q_FF Δ = 1 − y_F ⊙ f(x_F)`` with
-    ``Q_FF = (y yᵀ) ⊙ (X_F X_Fᵀ + c²)`` (pseudo-inverse when singular, e.g. duplicated rows).
+    ``Q_FF = (y yᵀ) ⊙ (X_F X_Fᵀ + c²)`` (Cholesky with a tiny shift; see :func:`_psd_solve`).
     The step clipped to the box is taken when it lowers the dual (``½ dᵀQd − rᵀd < 0``); else the
     step cut back at the first coordinate to reach its bound (along Δ the quadratic decreases up
     to the full step). With ``balance`` (free bias, c = 0) the bordered system also restores
-    ``Σ α_i y_i = 0`` and gives the bias change as its multiplier; then only cut-back steps."""
+    ``Σ α_i y_i = 0`` and gives the bias change as its multiplier (pseudo-inverse solve); then
+    only cut-back steps. Coordinates only leave F, so ``Q`` and the residuals ``r`` are formed
+    once (``r ← r − Q Δ``) and ``w`` is updated once at the end."""
+    free = np.flatnonzero((alpha > 0.0) & (alpha < ub))
+    if free.size == 0 or free.size > _MAX_FREE:
+        return w, b
+    XF = X[free]
+    yF = y[free]
+    Q_all = (XF @ XF.T + c2) * np.outer(yF, yF)
+    r_all = 1.0 - yF * (XF @ w + b)
+    start = alpha[free]
+    keep = np.arange(free.size)
     for _ in range(_MAX_ACTIVE_SET_STEPS):
-        free = np.flatnonzero((alpha > 0.0) & (alpha < ub))
-        if free.size == 0 or free.size > _MAX_FREE:
-            break
-        XF = X[free]
-        yF = y[free]
-        r = 1.0 - yF * (XF @ w + b)
-        Q = (XF @ XF.T + c2) * np.outer(yF, yF)
+        Q = Q_all[np.ix_(keep, keep)]
+        r = r_all[keep]
+        idx = free[keep]
         if balance:
-            delta = _pinv_solve(np.block([[Q, yF[:, None]], [yF[None, :], np.zeros((1, 1))]]), np.append(r, -float(alpha @ y)))
+            yk = yF[keep]
+            bordered = np.block([[Q, yk[:, None]], [yk[None, :], np.zeros((1, 1))]])
+            delta = _pinv_solve(bordered, np.append(r, -float(alpha @ y)))
             db = float(delta[-1])
-            delta = delta[: free.size]
+            delta = delta[: keep.size]
         else:
-            delta = _pinv_solve(Q, r)
+            delta = _psd_solve(Q, r)
             db = 0.0
-        aF = alpha[free]
-        ubF = ub[free]
+        aF = alpha[idx]
+        ubF = ub[idx]
         new = np.clip(aF + delta, 0.0, ubF)
         step = new - aF
         full = balance is False and (0.5 * step @ (Q @ step) - r @ step < 0)
@@ -275,13 +360,16 @@ def _free_set_step(X, y, alpha, ub, w, b, c2, balance):
                 new[hit] = 0.0 if delta[hit] < 0 else ubF[hit]
             full = t >= 1.0
             db *= t
-        change = (new - aF) * yF
-        alpha[free] = new
-        w = w + XF.T @ change
-        b = b + c2 * float(change.sum()) + db
+        change = new - aF
+        alpha[idx] = new
+        r_all -= Q_all[:, keep] @ change + yF * db
+        b = b + c2 * float(change @ yF[keep]) + db
         if full and np.array_equal(new, aF + delta):
             break
-    return w, b
+        keep = keep[(new > 0.0) & (new < ubF)]
+        if keep.size == 0:
+            break
+    return w + XF.T @ ((alpha[free] - start) * yF), b
 
 
 def _max_violation(g: np.ndarray, alpha: np.ndarray, ub: np.ndarray, rows: np.ndarray) -> float:
@@ -299,35 +387,77 @@ def _candidates(g: np.ndarray, alpha: np.ndarray, ub: np.ndarray, rows: np.ndarr
     return rows[~settled]
 
 
-def _solve_regularised(X, y, ub, alpha, sqn, rows, active, tol, max_iter, seed, shrink):
-    qd = sqn + 1.0
-    ay = alpha * y
-    w = _combine_rows(X, ay, rows)
-    bias = np.array([ay.sum()])
+def _checked_sqnorms(X: np.ndarray, sqn: np.ndarray, rows: np.ndarray) -> None:
+    """Fill the unknown ``sqn_i = ‖x_i‖²`` of ``rows``; ValueError when one of them is not finite."""
+    _fill_sqnorms(X, sqn, rows)
+    if not np.isfinite(sqn[rows]).all():
+        _check_finite(X)
+
+
+def _check_finite(X: np.ndarray) -> None:
+    """ValueError (naming NaN or inf) unless X is finite; a finite X whose norms or margins
+    overflowed passes."""
+    from harness.validation import check_matrix
+
+    check_matrix(X, "X")
+
+
+def _solve_regularised(X, y, ub, alpha, w, sqn, rows, active, tol, max_iter, seed, shrink):
+    n = X.shape[0]
+    bias = np.array([float(alpha @ y)])
+    margins = np.empty(n)
+    g = np.empty(n)
     epochs = rounds = 0
     eps = _EPS_START
     best = np.inf
     while True:
-        budget = min(_EPOCHS_PER_ROUND, max_iter - epochs)
-        ran = _dcd_epochs(X, y, qd, ub, alpha, w, bias, 1.0, eps, budget, active, seed + rounds, shrink)
-        epochs += ran
+        _checked_sqnorms(X, sqn, active)
+        qd = sqn + 1.0
+        restricted = active.size < rows.size
+        best_inner = np.inf
+        while True:  # rows outside `active` stay at their bound; their share of the gap is 0
+            budget = min(_EPOCHS_PER_ROUND, max_iter - epochs)
+            ran = _dcd_epochs(X, y, qd, ub, alpha, w, bias, 1.0, eps, budget, active, seed + epochs, shrink)
+            epochs += ran
+            shrink = np.inf
+            w, b = _free_set_step(X, y, alpha, ub, w, float(bias[0]), 1.0, False)
+            bias[0] = b
+            if not restricted or epochs >= max_iter:
+                break
+            _row_margins(X, w, active, margins)
+            g[active] = y[active] * (margins[active] + b) - 1.0
+            part = _gap_terms(g, alpha, ub, active)
+            dual = float(alpha.sum()) - 0.5 * (w @ w + b * b)
+            if part <= _INNER_SHARE * tol * dual or (eps == _EPS_FLOOR and part >= best_inner):
+                break
+            if ran < budget and _max_violation(g, alpha, ub, active) <= eps:
+                best_inner = min(best_inner, part)
+                eps = _next_eps(eps, part, _INNER_SHARE * tol * dual)
+        coef = alpha * y
+        w_alpha = _certificate_pass(X, w, coef, margins)
+        if not np.isfinite(margins).all():
+            _check_finite(X)
+        b_alpha = float(coef.sum())
+        g = y * (margins + b) - 1.0
         rounds += 1
-        _free_set_step(X, y, alpha, ub, w, float(bias[0]), 1.0, False)
-        ay = alpha * y
-        w = _combine_rows(X, ay, rows)
-        b = float(ay.sum())
-        bias[0] = b
-        g = y * (X @ w + b) - 1.0
         primal = 0.5 * (w @ w + b * b) + float(ub @ np.maximum(0.0, -g))
-        dual = float(alpha.sum()) - 0.5 * (w @ w + b * b)
+        dual = float(alpha.sum()) - 0.5 * (w_alpha @ w_alpha + b_alpha * b_alpha)
         gap = max(primal - dual, 0.0)
         if gap <= tol * primal or epochs >= max_iter or (eps == _EPS_FLOOR and gap >= best):
-            return w, b, alpha, g, (primal, gap, epochs, rounds)
-        if ran < budget and _max_violation(g, alpha, ub, rows) <= eps:
+            return w, b, alpha, g, w_alpha, (primal, gap, epochs, rounds)
+        if _max_violation(g, alpha, ub, rows) <= eps:
             best = min(best, gap)
             eps = _next_eps(eps, gap, tol * primal)
         active = _candidates(g, alpha, ub, rows, _SHRINK_WARM)
-        shrink = np.inf
+        w = w_alpha
+        bias[0] = b_alpha
+
+
+def _gap_terms(g: np.ndarray, alpha: np.ndarray, ub: np.ndarray, rows: np.ndarray) -> float:
+    """``Σ_{i ∈ rows} C_i max(0, −G_i) + α_i G_i``, the share of ``rows`` in the duality gap
+    (each term ≥ 0; zero for a row at a bound on the right side of the margin)."""
+    gr, a = g[rows], alpha[rows]
+    return float(ub[rows] @ np.maximum(0.0, -gr) + a @ gr)
 
 
 def _solve_free_bias(X, y, ub, alpha, sqn, rows, tol, max_iter, seed, shrink, b0):

@@ -12,9 +12,16 @@ import functools
 from typing import Any, Callable
 
 
-def njit(func: Callable[..., Any]) -> Callable[..., Any]:
+def njit(func: Callable[..., Any] | None = None, *, reassociate: bool = False) -> Any:
     """``func`` compiled by ``numba.njit(cache=True)`` at its first call when numba is installed;
-    the Python original stays available as ``.py_func``."""
+    the Python original stays available as ``.py_func``.
+
+    ``reassociate=True`` lets the compiler reorder floating-point sums (and fuse multiply-adds)
+    so that dot-product loops vectorise; NaN and inf keep their IEEE meaning (no ``nnan`` or
+    ``ninf`` flags), so a non-finite input still shows in the result. Usable as ``@njit`` or
+    ``@njit(reassociate=True)``."""
+    if func is None:
+        return functools.partial(njit, reassociate=reassociate)
     compiled: list[Callable[..., Any]] = []
 
     @functools.wraps(func)
@@ -25,7 +32,8 @@ def njit(func: Callable[..., Any]) -> Callable[..., Any]:
             except ImportError:  # pragma: no cover - numba is installed in every supported environment
                 compiled.append(func)
             else:
-                compiled.append(numba_njit(cache=True, nogil=True)(func))
+                fastmath = {"reassoc", "contract"} if reassociate else False
+                compiled.append(numba_njit(cache=True, nogil=True, fastmath=fastmath)(func))
         return compiled[0](*args)
 
     call.py_func = func  # type: ignore[attr-defined]

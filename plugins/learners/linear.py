@@ -55,11 +55,15 @@ class _LinearLearner:
     def _check_fit_input(self, X: Any, y: Any, sample_weight: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Checked ``X`` (C-contiguous float64), ``y``, weights, and the squared row norms of X."""
         Xa, sqnorms = _matrix_and_sqnorms(X)
+        return (*self._check_labelled_input(Xa, y, sample_weight), sqnorms)
+
+    def _check_labelled_input(self, Xa: np.ndarray, y: Any, sample_weight: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``Xa`` (a 2-D float64 array) with at least one row, checked labels and weights."""
         if Xa.shape[0] == 0:
             raise ValueError("X: expected at least one training point, got 0 rows")
         ya = check_binary_labels(y, "y", Xa.shape[0])
         sa = check_weights(sample_weight, Xa.shape[0])
-        return Xa, ya, sa, sqnorms
+        return Xa, ya, sa
 
     def _check_eval_input(self, model: Model, X: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
         if not isinstance(model, Model):
@@ -142,14 +146,18 @@ class LinearSVM(_LinearLearner):
         """
         from plugins.learners._dual_cd import DualState, solve_svm
 
-        Xa, ya, sa, sqnorms = self._check_fit_input(X, y, sample_weight)
         warm = None
         b0 = 0.0
         if warm_start is not None:
-            if warm_start.w.shape[0] != Xa.shape[1]:
-                raise ValueError(f"warm_start: expected a model with {Xa.shape[1]} weights, got {warm_start.w.shape[0]}")
             warm = warm_start.state if isinstance(warm_start.state, DualState) else None
             b0 = warm_start.b
+        if warm is not None and self.regularise_bias:
+            # the solver checks X's finiteness in its certificate pass and computes the norms it needs
+            Xa, ya, sa, sqnorms = *self._check_labelled_input(_as_matrix(X), y, sample_weight), None
+        else:
+            Xa, ya, sa, sqnorms = self._check_fit_input(X, y, sample_weight)
+        if warm_start is not None and warm_start.w.shape[0] != Xa.shape[1]:
+            raise ValueError(f"warm_start: expected a model with {Xa.shape[1]} weights, got {warm_start.w.shape[0]}")
         with _blas_controller().limit(limits=1, user_api="blas"):
             sol = solve_svm(Xa, ya, sa, sqnorms, self.C_R, self.regularise_bias, self.tol, self.max_iter, warm=warm, b0=b0)
         return Model(sol.w, sol.b, info=_plain(sol.info), state=sol.state)
@@ -221,17 +229,23 @@ class LogisticRegression(_LinearLearner):
         return Model.from_theta(sol.theta, info=_plain(sol.info), state=sol.state)
 
 
+def _as_matrix(X: Any) -> np.ndarray:
+    """``X`` as a C-contiguous 2-D float64 array, not yet checked for finiteness (lists and
+    other array-likes go through :func:`harness.validation.check_matrix`, which checks it)."""
+    arr = np.asarray(X, dtype=np.float64) if isinstance(X, np.ndarray) else check_matrix(X, "X")
+    if arr.ndim != 2:
+        check_matrix(arr, "X")
+    return np.ascontiguousarray(arr)
+
+
 def _matrix_and_sqnorms(X: Any) -> tuple[np.ndarray, np.ndarray]:
     """``X`` as a C-contiguous float64 matrix and ``‖x_i‖²``, checked finite in the same pass.
 
     A row's squared norm is finite exactly when all its entries are (unless huge finite values
     overflow, which only sends us to the full check); the solvers need the norms anyway, so a
-    warm re-fit reads the 13k × 784 matrix once here instead of twice. Anything else goes to
+    cold fit reads the matrix once here instead of twice. Anything else goes to
     :func:`harness.validation.check_matrix` for its error message."""
-    arr = np.asarray(X, dtype=np.float64) if isinstance(X, np.ndarray) else check_matrix(X, "X")
-    if arr.ndim != 2:
-        check_matrix(arr, "X")
-    arr = np.ascontiguousarray(arr)
+    arr = _as_matrix(X)
     sqnorms = np.einsum("ij,ij->i", arr, arr)
     if not np.isfinite(sqnorms).all():
         check_matrix(arr, "X")
