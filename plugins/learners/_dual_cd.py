@@ -30,7 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.linalg
+from scipy.linalg.lapack import dpotrf, dpotrs
 
 from plugins.learners._jit import njit
 
@@ -123,10 +123,30 @@ def _combine_rows(X, coef, rows):  # pragma: no cover - compiled
 
 @njit(reassociate=True)
 def _certificate_pass(X, w, coef, margins):  # pragma: no cover - compiled
-    """``margins_i = x_i · w`` for every row, and returns ``Σ_i coef_i x_i``: one read of X."""
-    d = X.shape[1]
+    """``margins_i = x_i · w`` for every row, and returns ``Σ_i coef_i x_i``: one read of X.
+
+    Rows go in blocks of four, so that four independent sums share each load of ``w`` (a single
+    running sum would wait on its own additions; this keeps the pass as fast as BLAS ``X @ w``)."""
+    n, d = X.shape
     out = np.zeros(d)
-    for i in range(X.shape[0]):
+    top = n - n % 4
+    for i in range(0, top, 4):
+        s0 = s1 = s2 = s3 = 0.0
+        for j in range(d):
+            wj = w[j]
+            s0 += X[i, j] * wj
+            s1 += X[i + 1, j] * wj
+            s2 += X[i + 2, j] * wj
+            s3 += X[i + 3, j] * wj
+        margins[i] = s0
+        margins[i + 1] = s1
+        margins[i + 2] = s2
+        margins[i + 3] = s3
+        c0, c1, c2, c3 = coef[i], coef[i + 1], coef[i + 2], coef[i + 3]
+        if c0 != 0.0 or c1 != 0.0 or c2 != 0.0 or c3 != 0.0:
+            for j in range(d):
+                out[j] += c0 * X[i, j] + c1 * X[i + 1, j] + c2 * X[i + 2, j] + c3 * X[i + 3, j]
+    for i in range(top, n):
         s = 0.0
         for j in range(d):
             s += X[i, j] * w[j]
@@ -302,12 +322,11 @@ def _psd_solve(Q: np.ndarray, r: np.ndarray) -> np.ndarray:
     The tiny shift keeps singular ``Q`` (duplicated rows) factorisable and leaves the step a
     descent direction along which the dual falls up to the full step; should the factorisation
     still fail, the pseudo-inverse solve is used."""
-    shift = 1e-12 * float(np.abs(np.diag(Q)).max())
-    try:
-        factor = scipy.linalg.cho_factor(Q + shift * np.eye(Q.shape[0]), lower=True, check_finite=False)
-    except np.linalg.LinAlgError:
+    shifted = Q + (1e-12 * float(np.abs(np.diag(Q)).max())) * np.eye(Q.shape[0])
+    factor, info = dpotrf(shifted, lower=1)
+    if info != 0:
         return _pinv_solve(Q, r)
-    return scipy.linalg.cho_solve(factor, r, check_finite=False)
+    return dpotrs(factor, r, lower=1)[0]
 
 
 def _free_set_step(X, y, alpha, ub, w, b, c2, balance):
