@@ -209,6 +209,19 @@ def test_svm_warm_start_is_cheaper():
     assert warm.info["iterations"] < cold.info["iterations"]
 
 
+def test_svm_warm_refit_reads_x_once():
+    """MTP's two re-fits (a point appended, its weight raised) certify after one pass over X:
+    the stored margins and weights predict the start exactly, so the first round is the last."""
+    X, y, _ = problem(10, n=400, d=20)
+    learner = LinearSVM()
+    model = learner.fit(X[:-1], y[:-1])
+    s = np.ones(len(y))
+    for _ in range(3):
+        model = learner.fit(X, y, s, warm_start=model)
+        assert model.info["converged"] and model.info["rounds"] == 1
+        s[-1] += 1.0
+
+
 @pytest.mark.parametrize("cls", LEARNERS)
 def test_loss_grad_matches_finite_differences(cls):
     X, y, _ = problem(11, n=20, d=4)

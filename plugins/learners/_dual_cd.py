@@ -8,9 +8,14 @@ With ``C = 1 / (C_R Σ s)`` and ``C_i = C s_i`` the learner objective J (MTP eq.
 
 and ``P(θ(α)) − D(α) = Σ_i C_i max(0, −G_i) + α_i G_i ≥ 0`` with ``G_i = y_i θ·x̃_i − 1``.
 
-Each round runs a few coordinate-descent passes, then Newton steps of an active-set method on
-the free coordinates ``0 < α_i < C_i`` (a small dense solve: exact once the free set is right,
-where plain coordinate descent crawls on correlated rows), then the certificate over all rows.
+Each round works on candidate rows (all at first; later those not settled at a bound): a few
+coordinate-descent passes, then Newton steps of an active-set method on the free coordinates
+``0 < α_i < C_i`` (a small dense Cholesky solve: exact once the free set is right, where plain
+coordinate descent crawls on correlated rows), repeated until the candidates' share of the gap
+is negligible; then one certificate pass over all rows computes every margin ``x_i · w`` and, in
+the same read of X, ``w(α) = Σ_i α_i y_i x_i`` afresh. The certificate is ``P(w) − D(α)`` with
+``D`` evaluated at that fresh ``w(α)``: an upper minus a lower bound on the optimum, valid
+whatever rounding or a stale warm start did to the running ``w``.
 
 When the bias is not regularised the dual gains the equality ``Σ α_i y_i = 0``. We solve it by
 the method of multipliers on that constraint, which is the proximal-point method on the bias:
@@ -21,8 +26,10 @@ The certificate uses the exact best bias for ``w`` (a weighted median, O(n log n
 dual value of ``α`` projected onto ``Σ α_i y_i = 0``.
 
 Warm start: α is carried between fits as ``β_i = α_i / C ∈ [0, s_i]`` (independent of C_R and
-of Σ s). Rows appended get ``β = 0``; weights that grew keep β feasible; β is clipped to the new
-``[0, s_i]`` otherwise. Any start is correct: the fit stops only on the certified gap.
+of Σ s), with ``Σ β_i y_i x_i`` and the final margins. Rows appended get ``β = 0``; weights that
+grew keep β feasible; β is clipped to the new ``[0, s_i]`` otherwise. A re-fit after one added
+point or raised weight then costs one read of X (the certificate) plus work on the few hundred
+rows near the margin. Any start is correct: the fit stops only on the certified gap.
 """
 
 from __future__ import annotations
@@ -245,9 +252,10 @@ def solve_svm(
 
     Each round solves the problem restricted to its candidate rows (the others held at their
     bound) and ends with one certificate pass over all rows; the next round visits only rows
-    that are not settled at a bound by more than ``_SHRINK_WARM``. A warm fit's first round does
-    the same with the margins predicted from the previous fit (exact when its rows are a prefix
-    of these; otherwise the certificate catches what the prediction missed, at the cost of a
+    that are not settled at a bound by more than ``_SHRINK_WARM``. A warm fit's first round
+    visits the rows within ``_BAND_WARM`` of the margin by the margins predicted from the
+    previous fit, and starts from its stored weights (both exact when its rows are a prefix of
+    these; otherwise the certificate catches what the prediction missed, at the cost of a
     round)."""
     n = X.shape[0]
     C = 1.0 / (C_R * float(s.sum()))

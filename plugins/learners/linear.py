@@ -136,7 +136,9 @@ class LinearSVM(_LinearLearner):
             all fine); α of appended rows starts at 0. The result never depends on the warm
             start beyond ``tol``, since the fit stops only on the certified gap; a start that
             breaks the contract only costs time. A model without dual state (from another
-            learner or from scikit-learn) is ignored except for its bias.
+            learner or from scikit-learn) is ignored except for its bias. With a warm start (and
+            the bias regularised) X is checked for NaN and inf by the solver's certificate pass
+            instead of by a separate read up front; the error is the same ValueError.
 
         Returns
         -------
