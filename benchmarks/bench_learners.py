@@ -15,7 +15,8 @@ Without that file, a synthetic two-class problem of the same shape is used (prin
     POISONBENCH_BENCH_FULL=1 python -m pytest benchmarks/bench_learners.py --benchmark-enable -s
 
 runs 13,007 rows (default 2,000, so that the smoke run with benchmarks disabled stays short);
-the last test prints the median-time ratios and how far sklearn's objective is above ours.
+the last test prints the median-time ratios, how far sklearn's objective is above ours, and the
+SVM warm re-fit in units of one pass ``X @ w`` over the data (the least an exact re-fit can read).
 """
 
 from __future__ import annotations
@@ -110,6 +111,19 @@ def test_sklearn_cold_fit(benchmark, case):
     EXCESS[kind] = (theirs - ours) / ours
 
 
+def test_one_pass_over_x(benchmark, data):
+    """The floor of an exact re-fit: one product ``X @ w`` (BLAS, one thread), since the SVM's
+    duality-gap certificate needs every margin, so it reads every row of X at least once."""
+    from threadpoolctl import threadpool_limits
+
+    X, _ = data
+    w = np.random.default_rng(0).normal(size=X.shape[1])
+    with threadpool_limits(limits=1, user_api="blas"):
+        benchmark.pedantic(lambda: X @ w, rounds=ROUNDS["warm"], iterations=1)
+    if benchmark.stats is not None:
+        MEDIANS[("pass", "X @ w")] = benchmark.stats.stats.median
+
+
 def test_print_ratios(capsys):
     """Median-time ratios of the tests above (only when benchmarks are enabled)."""
     if not MEDIANS:
@@ -123,3 +137,5 @@ def test_print_ratios(capsys):
                 f"warm/cold {warm / cold:.3f}  warm/sklearn {warm / sk:.3f}  cold/sklearn {cold / sk:.3f}  "
                 f"J(sklearn)/J(ours) - 1 = {EXCESS.get(kind, float('nan')):.1e}"
             )
+        one_pass = MEDIANS.get(("pass", "X @ w"), float("nan"))
+        print(f"  one pass X @ w {one_pass:.4f}  svm warm / one pass {MEDIANS.get(('svm', 'warm'), float('nan')) / one_pass:.2f}")
