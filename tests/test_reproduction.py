@@ -7,7 +7,9 @@ seconds. An incremental attack's state after ``k`` poisons does not depend on th
 ``k``, so the row at ``k`` must match the committed row of the full campaign at ``k``
 (docs/reproduction.md). Tolerances: accuracies within 0.00505 (one of MNIST 1 vs 7's 200 test
 points; a different BLAS may flip a borderline prediction), the number of poisons exactly, the
-attack diagnostics and λ to a relative 1e-3 (absolute 1e-3 near zero).
+attack diagnostics and λ to a relative 1e-3 (absolute 1e-3 near zero). MTP's path depends on
+near-ties in its max-loss-difference argmax, so a plugin change can move these cells: then
+re-run the campaign and commit its store (docs/reproduction.md, "Sensitivity to the code revision").
 """
 
 from __future__ import annotations
@@ -70,12 +72,14 @@ def committed(campaign: str, row: dict) -> dict:
 
 
 def close(a: float | None, b: float | None, rel: float = 1e-3) -> bool:
+    """Both missing, or equal to ``rel`` (relative) / 1e-3 (absolute)."""
     if a is None or b is None:
         return a is None and b is None
     return math.isclose(a, b, rel_tol=rel, abs_tol=1e-3)
 
 
 def check(campaign_file: str, budget: int, labels: dict[str, str], subpopulation: str | None = None) -> dict:
+    """Regenerate one cell and assert it matches the committed row within the module's tolerances."""
     row = regenerate(campaign_file, budget, labels, subpopulation)
     ref = committed(row["campaign"], row)
     assert row["n_poisons"] == ref["n_poisons"]
@@ -136,11 +140,13 @@ def test_rmd_fig2_fixed_lambda_minus_8():
 
 
 @pytest.mark.slow
-def test_rmd_fig2_learned_lambda():
-    check("paper-rmd-fig2-learned.toml", 10, {})
+def test_rmd_fig2_learned_lambda_clean_checkpoint():
+    row = check("paper-rmd-fig2-learned.toml", 0, {})
+    assert row["lambda"] is not None
 
 
 @pytest.mark.slow
 def test_rmd_mlp_per_layer_lambda():
-    row = check("paper-rmd-mlp.toml", 10, {})
-    assert len(json.loads(row["hyperparameters"])) >= 3
+    row = check("paper-rmd-mlp.toml", 0, {})
+    layers = {k: v for k, v in json.loads(row["hyperparameters"]).items() if k.startswith("lambda_")}
+    assert len(layers) == 3
