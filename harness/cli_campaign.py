@@ -146,7 +146,7 @@ def format_summary(report: CampaignReport) -> str:
         g = groups[(t.dataset.label, t.learner.label, t.defence.label, t.attack.label)]
         g[o.status] += 1
         g["acc"] += [
-            (r["budget"], r["test_accuracy"]) for r in o.rows
+            (r["budget"], r["n_poisons"], r["test_accuracy"]) for r in o.rows
             if r.get("kind") == "checkpoint" and r.get("status") == "ok" and r.get("test_accuracy") is not None
         ]
     lines = [
@@ -166,13 +166,15 @@ def format_summary(report: CampaignReport) -> str:
     return "\n".join(lines)
 
 
-def _mean_at_max(pairs: list[tuple[int, float]]) -> str:
-    """Mean accuracy over the rows at the largest budget (in poisons) of a group."""
-    if not pairs:
+def _mean_at_max(rows: list[tuple[int, int, float]]) -> str:
+    """Mean accuracy over the rows at the largest budget of a group, with that budget and the
+    mean number of poisons actually used (fewer when an attack stopped early)."""
+    if not rows:
         return "-"
-    top = max(b for b, _ in pairs)
-    accs = [a for b, a in pairs if b == top]
-    return f"{sum(accs) / len(accs):.4f} (n_p={top})"
+    top = max(b for b, _, _ in rows)
+    at_top = [(n, a) for b, n, a in rows if b == top]
+    used = sum(n for n, _ in at_top) / len(at_top)
+    return f"{sum(a for _, a in at_top) / len(at_top):.4f} (budget={top}, poisons={used:g})"
 
 
 def _clip(text: str, n: int) -> str:
