@@ -8,6 +8,7 @@ failed, 2 on a user error (bad campaign file, unknown name, unreachable cluster)
 from __future__ import annotations
 
 import contextlib
+import signal
 import sys
 import time
 import warnings
@@ -106,6 +107,7 @@ def run(
         click.echo(f"{len(trials)} trial(s), {todo} to run (dry run: nothing executed)")
         return
     plugin_modules = tuple(ctx.ensure_object(dict).get("plugin_modules", ()))
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         runner = make_executor(executor, host, plugin_modules, address=address, num_cpus=num_cpus)
         with _warnings_to_stderr():
@@ -116,6 +118,11 @@ def run(
     click.echo(format_summary(report))
     if report.failed or report.skipped_failed:
         sys.exit(1)
+
+
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    """SIGTERM unwinds like Ctrl-C: executors close (killing trial workers) before exit 143."""
+    raise SystemExit(128 + signum)
 
 
 def _user_error(message: str) -> click.ClickException:

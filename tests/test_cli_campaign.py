@@ -195,3 +195,25 @@ def test_kill_9_then_resume_loses_and_duplicates_nothing(tmp_path):
     table = Store(store).read()
     keys = list(zip(table["trial_id"].to_pylist(), table["checkpoint"].to_pylist(), table["kind"].to_pylist(), table["step"].to_pylist()))
     assert len(keys) == len(set(keys)) == 8 * 3 and set(table["status"].to_pylist()) == {"ok"}
+
+
+def test_sigterm_stops_the_run_and_its_trial_worker(tmp_path):
+    """SIGTERM unwinds the run: the child process running a hanging trial does not outlive it."""
+    path = campaign_file(tmp_path, "t", '[[attacks]]\nname = "fault-hang"\n', top="timeout = 120\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
+           "POISONBENCH_LOAD_PLUGINS": ""}
+    cmd = [sys.executable, "-m", "harness", *PLUGIN_ARGS, "run", str(path), "--store", str(tmp_path / "store")]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    children: list[int] = []
+    deadline = time.monotonic() + 120
+    while not children and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+        found = subprocess.run(["pgrep", "-P", str(proc.pid), "-f", "spawn_main"], capture_output=True, text=True)
+        children = [int(p) for p in found.stdout.split()]
+    assert children, "no trial worker was started"
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    time.sleep(0.5)
+    alive = [pid for pid in children if subprocess.run(["kill", "-0", str(pid)], capture_output=True).returncode == 0]
+    assert not alive, f"trial worker(s) {alive} outlived the run"
