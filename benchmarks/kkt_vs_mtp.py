@@ -96,7 +96,8 @@ def run_case(data: Dataset, dataset: str, learner_name: str, spec: str, subpopul
             "fraction": frac, "n": n,
             "mtp_accuracy": accuracy_of(at, subpopulation), "mtp_param_distance": at["param_distance"],
             "kkt_accuracy": accuracy_of(kd, subpopulation), "kkt_param_distance": kd["param_distance"],
-            "kkt_objective": kd.get("kkt_objective"), "kkt_split": kd.get("split"),
+            "kkt_objective": kd.get("kkt_objective"), "kkt_search_objective": kd.get("kkt_search_objective"),
+            "kkt_split": kd.get("split"),
             "kkt_seconds": time.perf_counter() - t0,
         })
         log(f"  f={frac} n={n} mtp={rows[-1]['mtp_accuracy']:.3f} kkt={rows[-1]['kkt_accuracy']:.3f} "
