@@ -146,3 +146,11 @@ def test_registered_as_needing_its_budget():
     component = load_host(load_external=False).registry.get("attacks", "kkt")
     assert component.factory.needs_budget is True
     assert component.parameters["target"] == "<required>" and component.parameters["split_step"] == 0.005
+
+
+def test_a_class_with_no_active_point_gets_count_zero(data):
+    """w·x + b ≥ 5 on the box: no (x, +1) is on the active side, so every poison is negative."""
+    learner = LinearSVM()
+    target = Model(np.full(4, 2.0), 5.0)
+    batch = _run(KKTAttack(target, split_step=0.25), data, learner, 9)
+    assert batch.diagnostics["n_pos"] == 0 and (batch.y == -1).all() and len(batch) == 9
