@@ -29,6 +29,7 @@ seed.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 import tempfile
@@ -228,6 +229,19 @@ def save_target(path: str | os.PathLike, model: Model) -> None:
         raise
 
 
+def _code_fingerprint(learner: Any) -> str:
+    """Hash of the source that makes a target (this module and the learner's package), so a
+    cached target is never reused once the code that produced it has changed."""
+    files = {Path(__file__)}
+    source = inspect.getsourcefile(type(learner))
+    if source is not None:
+        files |= set(Path(source).parent.glob("*.py"))
+    h = hashlib.sha256()
+    for f in sorted(files):
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
 def _cache_key(spec: str, scenario: Scenario, quantiles: Sequence[float], repeats: Sequence[int], flip_source: str) -> str:
     data, learner = scenario.dataset, scenario.learner
     h = hashlib.sha256()
@@ -237,7 +251,7 @@ def _cache_key(spec: str, scenario: Scenario, quantiles: Sequence[float], repeat
     if sub is not None:
         h.update(sub.train_idx.tobytes() + b"|" + sub.test_idx.tobytes())
     meta = {
-        "version": _CACHE_VERSION, "spec": spec, "seed": scenario.seed, "subpopulation": scenario.subpopulation,
+        "version": _CACHE_VERSION, "code": _code_fingerprint(learner), "spec": spec, "seed": scenario.seed, "subpopulation": scenario.subpopulation,
         "provenance": data.provenance, "learner": {"name": learner.name, "C_R": learner.C_R,
                                                    "regularise_bias": learner.regularise_bias,
                                                    "repr": repr(learner)},
