@@ -1,7 +1,7 @@
 """Speed of the KKT hinge search: one parameterised cvxpy problem re-solved per split vs a
 problem rebuilt (and recompiled) per split, as the reference code does.
 
-Problem: the gaussians-like toy data of ``harness.testing`` with d = 50 features and
+Problem: the gaussians-like toy data of ``poisonbench.testing`` with d = 50 features and
 N = 400 points, a target trained on D_c + two known points, budget n = 40, grid step 0.05
 (21 splits; ``POISONBENCH_BENCH_FULL=1``: step 0.005, 201 splits). CI runs this file once with
 ``--benchmark-disable``.
@@ -16,10 +16,10 @@ import os
 import numpy as np
 import pytest
 
-from harness.attack import Scenario
-from harness.testing import toy_dataset
-from plugins.attacks.kkt import KKTAttack, _Box, _HingeSearch, _Residual, _split_grid
-from plugins.learners.linear import LinearSVM
+from poisonbench.attack import Scenario
+from poisonbench.testing import toy_dataset
+from poisonbench.plugins.attacks.kkt import KKTAttack, _Box, _HingeSearch, _Residual, _split_grid
+from poisonbench.plugins.learners.linear import LinearSVM
 
 STEP = 0.005 if os.environ.get("POISONBENCH_BENCH_FULL") else 0.05
 BUDGET = 40

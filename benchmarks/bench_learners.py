@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from plugins.learners.linear import LinearSVM, LogisticRegression
-from plugins.learners.sklearn_interop import from_sklearn, sklearn_estimator
+from poisonbench.plugins.learners.linear import LinearSVM, LogisticRegression
+from poisonbench.plugins.learners.sklearn_interop import from_sklearn, sklearn_estimator
 
 MNIST_FILE = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist" / "mnist_5k.csv.gz"
 N_ROWS = 13_007 if os.environ.get("POISONBENCH_BENCH_FULL") == "1" else 2_000

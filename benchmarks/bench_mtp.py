@@ -24,13 +24,13 @@ import warnings
 import numpy as np
 import pytest
 
-from harness.attack import Scenario
-from harness.dataset import Dataset
-from plugins.attacks.mtp import WeightedPool, run_mtp
-from plugins.datasets.mnist import mnist
-from plugins.learners.linear import LinearSVM
-from plugins.max_loss_diff import hinge_max_loss_diff_box
-from plugins.targets import error_target
+from poisonbench.attack import Scenario
+from poisonbench.dataset import Dataset
+from poisonbench.plugins.mtp_algorithm import MTPSettings, WeightedPool, run_mtp
+from poisonbench.plugins.datasets.mnist import mnist
+from poisonbench.plugins.learners.linear import LinearSVM
+from poisonbench.plugins.max_loss_diff import hinge_max_loss_diff_box
+from poisonbench.plugins.targets import error_target
 
 FULL = os.environ.get("POISONBENCH_BENCH_FULL") == "1"
 N_TRAIN = 13_007 if FULL else 1_000
@@ -63,7 +63,7 @@ def state():
     data = augmented_mnist17(N_TRAIN)
     scenario = Scenario(data, LinearSVM(C_R=C_R, tol=1e-10))
     target = error_target(scenario, 0.05, quantiles=[0.5], repeats=[10, 30] if FULL else [1, 2, 3, 5])
-    batches = list(run_mtp(scenario, target, max_poisons=WARMUP))
+    batches = list(run_mtp(scenario, target, MTPSettings(max_poisons=WARMUP)))
     pool = WeightedPool(data.X_train, data.y_train)
     for b in batches[:-1]:
         for x, lab in zip(b.X, b.y):
@@ -174,7 +174,7 @@ def test_mtp_whole_run(benchmark, state):
 
     def run(copies):
         t0 = time.perf_counter()
-        batches = list(run_mtp(scenario, target, epsilon=0.1, copies=copies, max_poisons=cap))
+        batches = list(run_mtp(scenario, target, MTPSettings(epsilon=0.1, copies=copies, max_poisons=cap)))
         d = batches[-1].diagnostics
         return time.perf_counter() - t0, d
 

@@ -1,5 +1,5 @@
-"""``python -m harness`` runs the poisonbench CLI."""
+"""``python -m poisonbench`` runs the poisonbench CLI."""
 
-from harness.cli import main
+from poisonbench.cli.main import main
 
 main()

@@ -13,10 +13,10 @@ from typing import Any, ClassVar, Iterator, Protocol, runtime_checkable
 
 import numpy as np
 
-from harness.dataset import Dataset, FeasibleSet
-from harness.defence import Defence, NoDefence
-from harness.learner import Learner
-from harness.validation import check_binary_labels, check_matrix
+from poisonbench.dataset import Dataset, FeasibleSet
+from poisonbench.defence import Defence, NoDefence
+from poisonbench.learner import Learner
+from poisonbench.validation import check_binary_labels, check_matrix
 
 #: Diagnostic keys with a fixed meaning across attacks (all optional).
 STANDARD_DIAGNOSTICS = (

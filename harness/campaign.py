@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-import inspect
 import itertools
 import math
 import tomllib
@@ -21,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.registry import KINDS, Registry, UnknownNameError
-from harness.results import to_json
+from poisonbench.registry import KINDS, ParameterNameError, ParameterValueError, Registry, UnknownNameError
+from poisonbench.results import to_json
 
 TOP_KEYS = (
     "name", "description", "seeds", "budgets", "record_every", "timeout", "max_retries",
@@ -145,21 +144,14 @@ class Campaign:
                     component = registry.get(kind, spec.name)
                 except UnknownNameError as exc:
                     raise CampaignError(f"{self.path}: {where} name: {exc}") from None
-                known = component.parameters
                 if kind == "datasets" and "seed" in spec.params:
                     raise CampaignError(f"{self.path}: {where} params.seed: set seeds with the top-level 'seeds' key")
-                if _accepts_any_keyword(component.factory):
-                    continue
-                for key in spec.params:
-                    if key not in known:
-                        valid = ", ".join(k for k in known if not (kind == "datasets" and k == "seed"))
-                        raise CampaignError(
-                            f"{self.path}: {where} params.{key}: unknown parameter of {kind[:-1]} "
-                            f"{spec.name!r}; valid: {valid or '(none)'}"
-                        )
-                missing = [k for k, v in known.items() if v == "<required>" and k not in spec.params and k != "seed"]
-                if missing:
-                    raise CampaignError(f"{self.path}: {where} params: missing required parameter(s) {', '.join(missing)}")
+                reserved = ("seed",) if kind == "datasets" else ()
+                try:
+                    component.check_params(spec.params, reserved)
+                except (ParameterNameError, ParameterValueError) as exc:
+                    key = "params" if exc.problem.startswith("missing") else f"params.{exc.key}"
+                    raise CampaignError(f"{self.path}: {where} {key}: {exc.problem}") from None
 
     def trials(self, registry: Registry) -> list[Trial]:
         """Validate, then expand into trials (deduplicated by trial id, in file order)."""
@@ -365,8 +357,3 @@ class _Parser:
 
 def _numbered(items: Any) -> Any:
     return enumerate(items, start=1)
-
-
-def _accepts_any_keyword(factory: Any) -> bool:
-    target = factory.__init__ if inspect.isclass(factory) else factory
-    return any(p.kind == p.VAR_KEYWORD for p in inspect.signature(target).parameters.values())

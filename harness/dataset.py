@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.validation import check_vector, check_X_y
+from poisonbench.validation import check_vector, check_X_y
 
 
 @dataclass(frozen=True)

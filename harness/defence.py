@@ -12,7 +12,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from harness.learner import Learner, Predictor
+from poisonbench.learner import Learner, Predictor
 
 
 @dataclass(frozen=True)
@@ -55,4 +55,5 @@ class NoDefence:
         X_val: np.ndarray | None = None,
         y_val: np.ndarray | None = None,
     ) -> DefendedFit:
-        return DefendedFit(learner.fit(X, y, sample_weight), {"C_R": float(learner.C_R)})
+        C_R = getattr(learner, "C_R", None)
+        return DefendedFit(learner.fit(X, y, sample_weight), {} if C_R is None else {"C_R": float(C_R)})

@@ -1,7 +1,7 @@
 """Hook specifications of the ``poisonbench`` pluggy project.
 
 A plugin implements any of these with ``@poisonbench.hookimpl`` (re-exported as
-``harness.hookimpl``). Register hooks receive a ``register`` callback; lifecycle hooks let
+``poisonbench.hookimpl``). Register hooks receive a ``register`` callback; lifecycle hooks let
 observers (loggers, trackers) follow a campaign.
 """
 
@@ -20,22 +20,22 @@ Register = Callable[..., None]
 @hookspec
 def register_datasets(register: Register) -> None:
     """Register dataset factories: ``register(factory)``; calling ``factory(**params)`` returns a
-    :class:`harness.dataset.Dataset`."""
+    :class:`poisonbench.dataset.Dataset`."""
 
 
 @hookspec
 def register_learners(register: Register) -> None:
-    """Register learner factories; calling one returns a :class:`harness.learner.Learner`."""
+    """Register learner factories; calling one returns a :class:`poisonbench.learner.Learner`."""
 
 
 @hookspec
 def register_attacks(register: Register) -> None:
-    """Register attack factories; calling one returns a :class:`harness.attack.Attack`."""
+    """Register attack factories; calling one returns a :class:`poisonbench.attack.Attack`."""
 
 
 @hookspec
 def register_defences(register: Register) -> None:
-    """Register defence factories; calling one returns a :class:`harness.defence.Defence`."""
+    """Register defence factories; calling one returns a :class:`poisonbench.defence.Defence`."""
 
 
 @hookspec

@@ -15,7 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from harness.validation import check_matrix, check_vector
+from poisonbench.validation import check_matrix, check_vector
 
 
 class Classifier:
@@ -79,47 +79,52 @@ class Predictor(Protocol):
     def accuracy(self, X: np.ndarray, y: np.ndarray) -> float: ...
 
 
+class UncertifiedFitError(ValueError):
+    """A fit stopped short of its certified tolerance; its model is not the optimum."""
+
+
+def require_certified(model: Model, who: str) -> Model:
+    """Return ``model`` if its fit reached its stated tolerance (``info["converged"]`` is not
+    False); else raise :class:`UncertifiedFitError` naming ``who``, the gap reached and what to
+    do. Never pass an uncertified model on as an optimum."""
+    info = model.info if isinstance(getattr(model, "info", None), dict) else {}
+    if info.get("converged", True) is not False:
+        return model
+    gap = info.get("relative_gap", info.get("grad_norm"))
+    reached = f" (reached {'relative gap' if 'relative_gap' in info else 'gradient norm'} {gap:.3g})" if gap is not None else ""
+    raise UncertifiedFitError(
+        f"{who}: the fit did not reach its tolerance{reached} after {info.get('iterations', '?')} iterations; "
+        f"scale the features or raise the learner's max_iter"
+    )
+
+
 @runtime_checkable
 class Learner(Protocol):
-    """A convex ERM learner. Implementations: ``plugins/learners/``."""
+    """What the harness and every defence need of a learner: fit, per-point loss, objective.
+
+    Attacks that need more ask for a capability (:mod:`poisonbench.capabilities`):
+    :class:`~poisonbench.capabilities.LinearModelLearner` (MTP, KKT, the Theorem-2 bound) or
+    :class:`~poisonbench.capabilities.UnrolledLearner` (RMD). Implementations:
+    ``plugins/learners/``."""
 
     name: str
-    C_R: float
-    regularise_bias: bool
 
     def fit(
         self,
         X: np.ndarray,
         y: np.ndarray,
         sample_weight: np.ndarray | None = None,
-        warm_start: Model | None = None,
-    ) -> Model:
-        """Minimise J(θ) to the learner's stated tolerance (reported in ``Model.info``).
-
-        ``warm_start`` is a model fitted earlier on a prefix of these rows (rows may be
-        appended and weights may grow); the result must not depend on it beyond tolerance."""
+        warm_start: Any = None,
+    ) -> Predictor:
+        """Fit on (X, y) with per-point weights (multiplicities); report the fit's tolerance and
+        ``converged`` in the model's ``info``. ``warm_start``: a model fitted earlier on a prefix
+        of these rows; the result must not depend on it beyond tolerance."""
         ...
 
-    def loss(self, model: Model, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+    def loss(self, model: Any, X: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Per-point loss ``l(θ; x_i, y_i)``, shape (n,)."""
         ...
 
-    def loss_grad(self, model: Model, X: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """Per-point gradient of ``l`` with respect to θ = (w, b), shape (n, d + 1)."""
-        ...
-
-    def regulariser(self, model: Model) -> float:
-        """R(θ)."""
-        ...
-
-    def regulariser_grad(self, model: Model) -> np.ndarray:
-        """∇R(θ), shape (d + 1,)."""
-        ...
-
-    def objective(self, model: Model, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> float:
-        """J(θ) as above."""
-        ...
-
-    def with_regularisation(self, C_R: float) -> "Learner":
-        """A copy of this learner with another L2 strength (what L2 defences tune)."""
+    def objective(self, model: Any, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> float:
+        """The training objective the fit minimises."""
         ...

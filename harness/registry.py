@@ -1,8 +1,10 @@
 """The registry: every dataset, learner, attack and defence that plugins registered.
 
 A component is a *factory* (a class or function) called with the ``params`` of a campaign
-entry; its parameters and defaults are read from its signature, its one-line description
-from its docstring. Names are unique per kind; unknown names raise :class:`UnknownNameError`
+entry; its parameter names and defaults are read from its signature, their types, ranges and
+documentation from its ``parameters`` declaration (:mod:`poisonbench.params`), its one-line
+description from its docstring. :meth:`Component.check_params` is the one place parameter
+values are checked: before a factory is called and at ``run --dry-run``. Names are unique per kind; unknown names raise :class:`UnknownNameError`
 with close matches.
 """
 
@@ -12,6 +14,8 @@ import difflib
 import inspect
 from dataclasses import dataclass
 from typing import Any, Callable
+
+from poisonbench.params import Param, declared
 
 KINDS = ("datasets", "learners", "attacks", "defences")
 
@@ -28,6 +32,22 @@ class UnknownNameError(LookupError):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+
+class _ParameterProblem:
+    """A bad parameter: ``what`` (the component), ``key`` and ``problem``; one line."""
+
+    def __init__(self, what: str, key: str, problem: str):
+        self.what, self.key, self.problem = what, key, problem
+        super().__init__(f"{what}: {key}: {problem}")  # type: ignore[call-arg]
+
+
+class ParameterNameError(_ParameterProblem, TypeError):
+    """An unknown parameter name, or a required one missing."""
+
+
+class ParameterValueError(_ParameterProblem, ValueError):
+    """A declared parameter's value is not what the declaration accepts."""
 
 
 class DuplicateNameError(ValueError):
@@ -55,19 +75,37 @@ class Component:
             out[p.name] = "<required>" if p.default is p.empty else p.default
         return out
 
-    def create(self, **params: Any) -> Any:
-        """Call the factory with ``params``; unknown parameter names raise ``TypeError`` naming them."""
+    @property
+    def declarations(self) -> dict[str, Param]:
+        """The factory's declared parameters (:func:`poisonbench.params.declared`)."""
+        return declared(self.factory)
+
+    def check_params(self, params: dict[str, Any], reserved: tuple[str, ...] = ()) -> None:
+        """Raise :class:`ParameterNameError` (a ``TypeError``) for an unknown or missing name and
+        :class:`ParameterValueError` (a ``ValueError``) for a declared parameter's bad value; each
+        names the component and the parameter in one line. ``reserved``: names the harness passes
+        itself (a dataset's ``seed``)."""
         known = self.parameters
+        what = f"{self.kind[:-1]} {self.name!r}"
         accepts_any = any(p.kind == p.VAR_KEYWORD for p in _signature(self.factory).parameters.values())
         unknown = sorted(set(params) - set(known))
         if unknown and not accepts_any:
-            raise TypeError(
-                f"{self.kind[:-1]} {self.name!r}: unknown parameter(s) {', '.join(unknown)}; "
-                f"valid: {', '.join(known) or '(none)'}"
-            )
-        missing = sorted(k for k, v in known.items() if v == "<required>" and k not in params)
+            valid = ", ".join(k for k in known if k not in reserved)
+            raise ParameterNameError(what, unknown[0], f"unknown parameter of {what}; valid: {valid or '(none)'}")
+        missing = sorted(k for k, v in known.items() if v == "<required>" and k not in params and k not in reserved)
         if missing:
-            raise TypeError(f"{self.kind[:-1]} {self.name!r}: missing required parameter(s) {', '.join(missing)}")
+            raise ParameterNameError(what, missing[0], f"missing required parameter(s) {', '.join(missing)}")
+        for name, decl in self.declarations.items():
+            if name in params:
+                try:
+                    decl.validate(name, params[name])
+                except ValueError as exc:
+                    problem = str(exc)[len(name) + 2 :] if str(exc).startswith(f"{name}: ") else str(exc)
+                    raise ParameterValueError(what, name, problem) from None
+
+    def create(self, **params: Any) -> Any:
+        """Check ``params`` (:meth:`check_params`), then call the factory with them."""
+        self.check_params(params)
         return self.factory(**params)
 
     def as_dict(self) -> dict[str, Any]:
@@ -78,6 +116,9 @@ class Component:
             "version": self.version,
             "description": self.description,
             "parameters": {k: _jsonable(v) for k, v in self.parameters.items()},
+            "parameter_docs": {
+                k: {"expected": d.describe(), "doc": d.doc} for k, d in self.declarations.items()
+            },
         }
 
 

@@ -164,7 +164,7 @@ def device() -> str:
 
 def provenance(executor: str) -> dict[str, Any]:
     """The provenance columns shared by every row a process writes."""
-    from harness import __version__
+    from poisonbench.version import __version__
 
     return {
         "executor": executor,

@@ -5,7 +5,7 @@ Each ``check_*`` function exercises a component the way the harness will and rai
 inside the feasible set, determinism under a seed, no mutation of the clean data, budgets
 respected. Example (pytest)::
 
-    from harness.testing import check_attack, toy_dataset
+    from poisonbench.testing import check_attack, toy_dataset
     def test_my_attack_contract():
         check_attack(MyAttack(), toy_dataset(), budget=10)
 """
@@ -17,10 +17,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from harness.attack import Attack, PoisonBatch, Scenario
-from harness.dataset import Dataset, FeasibleSet, Subpopulation
-from harness.defence import DefendedFit, Defence, NoDefence
-from harness.learner import Learner, Model, Predictor
+from poisonbench.attack import Attack, PoisonBatch, Scenario
+from poisonbench.capabilities import LinearModelLearner, has
+from poisonbench.dataset import Dataset, FeasibleSet, Subpopulation
+from poisonbench.defence import DefendedFit, Defence, NoDefence
+from poisonbench.learner import Learner, Model, Predictor
 
 __all__ = ["toy_dataset", "default_learner", "check_dataset", "check_learner", "check_attack", "check_defence"]
 
@@ -45,15 +46,17 @@ def toy_dataset(n: int = 60, d: int = 4, seed: int = 0) -> Dataset:
         X_train=X_tr, y_train=y_tr, X_test=X_te, y_test=y_te, X_val=X_va, y_val=y_va,
         feasible=FeasibleSet.box(d, 0.0, 1.0),
         subpopulations={"corner": Subpopulation("corner", corner_tr, corner_te)},
-        provenance={"generator": "harness.testing.toy_dataset", "seed": seed},
+        provenance={"generator": "poisonbench.testing.toy_dataset", "seed": seed},
     )
 
 
 def default_learner() -> Learner:
-    """The built-in exact linear SVM (C_R = 0.09), the reference victim for contract checks."""
-    from plugins.learners.linear import LinearSVM
+    """The built-in exact linear SVM (``svm``, C_R = 0.09), the reference victim for contract
+    checks, created through the plugin host (the host never imports a plugin module itself)."""
+    from poisonbench.host import load_host
 
-    return LinearSVM()
+    learner: Learner = load_host(load_external=False).create("learners", "svm")
+    return learner
 
 
 def check_dataset(factory: Callable[..., Dataset], **params: Any) -> Dataset:
@@ -76,7 +79,7 @@ def check_learner(learner: Learner, dataset: Dataset | None = None) -> Model:
     assert isinstance(model, Predictor), "fit must return a model with decision_function / predict / accuracy"
     pred = model.predict(X)
     assert pred.shape == y.shape and np.isin(pred, (-1.0, 1.0)).all(), "predict must return labels in {-1, +1}"
-    if isinstance(model, Model):
+    if isinstance(model, Model) and has(learner, LinearModelLearner):
         d = X.shape[1]
         assert model.w.shape == (d,), f"model.w has shape {model.w.shape}, expected ({d},)"
         losses = learner.loss(model, X, y)

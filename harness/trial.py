@@ -18,11 +18,11 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from harness.attack import PoisonBatch, Scenario
-from harness.campaign import Trial, budget_spec, resolve_budget
-from harness.dataset import Dataset
-from harness.plugins import PluginHost, load_host
-from harness.results import DIAGNOSTIC_COLUMNS, finite_or_none, jsonable, provenance, to_json, utcnow
+from poisonbench.attack import PoisonBatch, Scenario
+from poisonbench.campaign import Trial, budget_spec, resolve_budget
+from poisonbench.dataset import Dataset
+from poisonbench.host import PluginHost, load_host
+from poisonbench.results import DIAGNOSTIC_COLUMNS, finite_or_none, jsonable, provenance, to_json, utcnow
 
 _HOSTS: dict[tuple[str, ...], PluginHost] = {}
 
@@ -127,7 +127,7 @@ class _TrialRun:
         t = self.trial
         ds = self._create("dataset")
         if not isinstance(ds, Dataset):
-            raise ComponentError(f"dataset {t.dataset.name!r}: factory returned {type(ds).__name__}, expected harness.dataset.Dataset")
+            raise ComponentError(f"dataset {t.dataset.name!r}: factory returned {type(ds).__name__}, expected poisonbench.dataset.Dataset")
         self.dataset = ds
         self.base.update(n_train=ds.n_train)
         learner = self._create("learner")
@@ -162,7 +162,7 @@ class _TrialRun:
     def _accept(self, batch: Any) -> None:
         name = self.trial.attack.name
         if not isinstance(batch, PoisonBatch):
-            raise ComponentError(f"attack {name!r}: yielded {type(batch).__name__}, expected harness.attack.PoisonBatch")
+            raise ComponentError(f"attack {name!r}: yielded {type(batch).__name__}, expected poisonbench.attack.PoisonBatch")
         X, y, d = np.asarray(batch.X), np.asarray(batch.y), self.dataset.n_features
         if X.ndim != 2 or X.shape[1] != d or y.shape != (X.shape[0],):
             raise ComponentError(f"attack {name!r}: yielded poisons X{X.shape}, y{y.shape}; expected X (k, {d}), y (k,)")

@@ -13,7 +13,7 @@ import json
 import math
 from typing import Any, Sequence
 
-from leaderboards.query import DISPLAY, GROUP, METRICS
+from poisonbench.leaderboards.query import DISPLAY, GROUP, METRICS
 
 FORMATS = ("text", "md", "csv", "html", "json")
 Column = tuple[str, str, "str | None"]

@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from leaderboards.query import GROUP, METRICS
+from poisonbench.leaderboards.query import GROUP, METRICS
 
 KINDS = ("accuracy", "convergence", "lambda")
 SUFFIXES = (".png", ".svg", ".pdf")

@@ -16,7 +16,7 @@ from typing import Any, Iterable, Sequence
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from harness.campaign import budget_spec
+from poisonbench.campaign import budget_spec
 
 GROUP = ("campaign", "dataset_label", "learner_label", "defence_label", "subpopulation")
 ENTRY = (*GROUP, "attack_label", "budget_spec")

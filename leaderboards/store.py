@@ -3,7 +3,7 @@
 Layout (``docs/campaigns.md``)::
 
     <root>/<campaign>/_campaign.json            resolved campaign + every trial's config (JSON)
-    <root>/<campaign>/trial-<trial_id>.parquet  the rows of one trial (schema: harness.results)
+    <root>/<campaign>/trial-<trial_id>.parquet  the rows of one trial (schema: poisonbench.results)
 
 Each file is written to a hidden temporary file in the same directory, flushed, fsynced and
 renamed over its final name (``os.replace``, atomic on POSIX), so a killed run leaves either
@@ -26,7 +26,7 @@ from typing import Any, Iterable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from harness.results import SCHEMA, SCHEMA_VERSION, rows_to_table, to_json
+from poisonbench.results import SCHEMA, SCHEMA_VERSION, rows_to_table, to_json
 
 SCHEMA_KEY = b"poisonbench.schema_version"
 CAMPAIGN_FILE = "_campaign.json"

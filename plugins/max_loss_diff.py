@@ -28,7 +28,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from harness.dataset import FeasibleSet
+from poisonbench.dataset import FeasibleSet
 
 LABELS = (-1.0, 1.0)
 SOLVERS = ("auto", "closed-form", "cvxpy", "milp")

@@ -38,8 +38,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from harness.attack import Scenario
-from harness.learner import Model
+from poisonbench.attack import Scenario
+from poisonbench.learner import Model
 
 #: Grids of the reference code (generate_target_theta.py) for indiscriminate targets.
 ERROR_QUANTILES = (0.05, 0.10, 0.15, 0.20, 0.25, 0.30, 0.35, 0.40, 0.45, 0.50, 0.55, 0.60)
@@ -61,8 +61,7 @@ def make_target(spec: str, scenario: Scenario, *, quantiles: Sequence[float] | N
     """The target model named by ``spec`` (module doc) for ``scenario``'s data and learner.
 
     ``quantiles`` / ``repeats`` replace the reference grids (smaller grids in tests)."""
-    if not isinstance(spec, str):
-        raise ValueError(f"target spec: expected a string, got {type(spec).__name__}")
+    parse_spec(spec)
     if spec.startswith("file:"):
         return load_target(spec[len("file:"):], scenario.dataset.n_features)
     if flip_source not in ("test", "train"):
@@ -87,11 +86,15 @@ def make_target(spec: str, scenario: Scenario, *, quantiles: Sequence[float] | N
     return model
 
 
-def _parse(spec: str, scenario: Scenario) -> tuple[str, float, bool]:
+def parse_spec(spec: str) -> tuple[str, float, bool]:
+    """``(kind, rate, improved)`` of a spec: ``("file", nan, False)``, ``("subpop", 1, False)`` or
+    ``("error", rate, improved)``; ``ValueError`` for anything else (checked at ``--dry-run``)."""
+    if not isinstance(spec, str):
+        raise ValueError(f"target spec: expected a string, got {type(spec).__name__}")
+    if spec.startswith("file:") and len(spec) > len("file:"):
+        return "file", float("nan"), False
     parts = spec.split(":")
     if parts == ["subpop"]:
-        if scenario.subpopulation is None:
-            raise ValueError("target 'subpop': the scenario names no subpopulation; set scenario.subpopulation")
         return "subpop", 1.0, False
     if parts[0] == "error" and len(parts) in (2, 3) and (len(parts) == 2 or parts[2] == "improved"):
         try:
@@ -107,7 +110,27 @@ def _parse(spec: str, scenario: Scenario) -> tuple[str, float, bool]:
     )
 
 
+def _parse(spec: str, scenario: Scenario) -> tuple[str, float, bool]:
+    kind, rate, improved = parse_spec(spec)
+    if kind == "subpop" and scenario.subpopulation is None:
+        raise ValueError("target 'subpop': the scenario names no subpopulation; set scenario.subpopulation")
+    return kind, rate, improved
+
+
+def check_grid(values: Sequence[float] | None, integer: bool = False) -> None:
+    """A target grid: None (the reference grid), or a non-empty list of quantiles in (0, 1] or
+    (``integer``) of positive repeat counts."""
+    if values is None:
+        return
+    if integer:
+        _check_grid([1.0], values)
+    else:
+        _check_grid(values, [1])
+
+
 def _check_grid(quantiles: Sequence[float], repeats: Sequence[int]) -> None:
+    if not isinstance(quantiles, (list, tuple)) or not isinstance(repeats, (list, tuple)):
+        raise ValueError(f"grid: expected a list, got {quantiles!r} / {repeats!r}")
     if not quantiles or any(not 0.0 < q <= 1.0 for q in quantiles):
         raise ValueError(f"quantiles: expected a non-empty list of values in (0, 1], got {list(quantiles)}")
     if not repeats or any(int(r) != r or r < 1 for r in repeats):

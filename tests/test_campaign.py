@@ -1,4 +1,4 @@
-"""Campaign parsing / validation / expansion and the trial runner (harness.campaign, harness.trial)."""
+"""Campaign parsing / validation / expansion and the trial runner (poisonbench.campaign, poisonbench.trial)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import __version__
-from harness.campaign import CampaignError, load_campaign, parse_campaign, resolve_budget
-from harness.plugins import load_host
-from harness.results import COLUMN_NAMES, rows_to_table
-from harness.trial import run_trial
+from poisonbench import __version__
+from poisonbench.campaign import CampaignError, load_campaign, parse_campaign, resolve_budget
+from poisonbench.host import load_host
+from poisonbench.results import COLUMN_NAMES, rows_to_table
+from poisonbench.trial import run_trial
 
 CAMPAIGNS = Path(__file__).parent / "campaigns"
 PLUGINS = ("plugins_for_tests.toy", "plugins_for_tests.faulty")
@@ -168,7 +168,7 @@ def test_incremental_attack_checkpoints_and_traces(tmp_path, host):
     assert json.loads(row["config"])["trial_id"] == row["trial_id"]
     assert json.loads(row["plugin_versions"]) == {
         "dataset": "plugins_for_tests.toy unknown", "learner": "plugins_for_tests.toy unknown",
-        "defence": f"plugins.defences.none {__version__}", "attack": "plugins_for_tests.toy unknown",
+        "defence": f"poisonbench.plugins.defences.none {__version__}", "attack": "plugins_for_tests.toy unknown",
     }
     assert set(json.loads(row["package_versions"])) >= {"python", "numpy", "pyarrow"}
     assert json.loads(row["diagnostics"])["extra"] == 4
@@ -222,7 +222,7 @@ def test_budget_needing_attack_runs_once_per_budget(tmp_path, host):
         ('name = "fault-bad"\nparams = { mode = "shape" }', "attack 'fault-bad': yielded poisons X(2, 4), y(2,); expected X (k, 3)"),
         ('name = "fault-bad"\nparams = { mode = "infeasible" }', "attack 'fault-bad': 1 poison(s) outside the feasible set (first: feature 0 = 6"),
         ('name = "fault-bad"\nparams = { mode = "overbudget" }', "attack 'fault-bad': exceeded the budget: 5 poisons > 4"),
-        ('name = "fault-bad"\nparams = { mode = "type" }', "attack 'fault-bad': yielded _Batch, expected harness.attack.PoisonBatch"),
+        ('name = "fault-bad"\nparams = { mode = "type" }', "attack 'fault-bad': yielded _Batch, expected poisonbench.attack.PoisonBatch"),
     ],
 )
 def test_misbehaving_attacks_become_failed_rows(tmp_path, host, attack, message):

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli import main
-from leaderboards.store import Store
+from poisonbench.cli.main import main
+from poisonbench.leaderboards.store import Store
 
 TESTS = Path(__file__).parent
 TOY = TESTS / "campaigns" / "toy.toml"
@@ -168,14 +168,13 @@ def test_broken_store_files_are_warnings_on_stderr(store_with_toy, capsys):
     assert "Warning: store: " in err and "trial-0123456789abcdef.parquet: not a readable Parquet file" in err
 
 
-@pytest.mark.slow
 def test_kill_9_then_resume_loses_and_duplicates_nothing(tmp_path):
     path = campaign_file(tmp_path, "k", '[[attacks]]\nname = "toy-flip"\nparams = { sleep = 0.15 }\n')
     path.write_text(path.read_text().replace("seeds = [0, 1]", "seeds = [0, 1, 2, 3, 4, 5, 6, 7]"))
     store = tmp_path / "store"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
            "POISONBENCH_LOAD_PLUGINS": ""}
-    cmd = [sys.executable, "-m", "harness", "--plugin", "plugins_for_tests.toy", "run", str(path), "--store", str(store)]
+    cmd = [sys.executable, "-m", "poisonbench", "--plugin", "plugins_for_tests.toy", "run", str(path), "--store", str(store)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     folder = store / "k"
     deadline = time.monotonic() + 120
@@ -202,7 +201,7 @@ def test_sigterm_stops_the_run_and_its_trial_worker(tmp_path):
     path = campaign_file(tmp_path, "t", '[[attacks]]\nname = "fault-hang"\n', top="timeout = 120\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
            "POISONBENCH_LOAD_PLUGINS": ""}
-    cmd = [sys.executable, "-m", "harness", *PLUGIN_ARGS, "run", str(path), "--store", str(tmp_path / "store")]
+    cmd = [sys.executable, "-m", "poisonbench", *PLUGIN_ARGS, "run", str(path), "--store", str(tmp_path / "store")]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     children: list[int] = []
     deadline = time.monotonic() + 120

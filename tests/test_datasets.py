@@ -10,13 +10,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from harness.plugins import load_host
-from harness.testing import check_dataset
-from plugins.datasets._io import package_data, read_columns
-from plugins.datasets.adult import adult, subpopulation_accuracy, top_subpopulations
-from plugins.datasets.file import load_file
-from plugins.datasets.gaussians import gaussians
-from plugins.datasets.mnist import mnist
+from poisonbench.host import load_host
+from poisonbench.testing import check_dataset
+from poisonbench.plugins.datasets._io import package_data, read_columns
+from poisonbench.plugins.datasets.adult import adult, subpopulation_accuracy, top_subpopulations
+from poisonbench.plugins.datasets.file import load_file
+from poisonbench.plugins.datasets.gaussians import gaussians
+from poisonbench.plugins.datasets.mnist import mnist
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +125,7 @@ def test_adult_clean_accuracy_near_the_paper(adult_ds):
     # <=50K count, so its train and test splits are 62 % >50K with repeated rows; repeating
     # that draw with RandomState(0) (sampling="reference", the default) gives 78.51 % and
     # 79.86 %, as the paper (sklearn LinearSVC(loss="hinge") and liblinear LR give the same).
-    from plugins.learners.linear import LinearSVM, LogisticRegression
+    from poisonbench.plugins.learners.linear import LinearSVM, LogisticRegression
 
     svm = LinearSVM(C_R=0.09).fit(adult_ds.X_train, adult_ds.y_train)
     lr = LogisticRegression(C_R=0.09).fit(adult_ds.X_train, adult_ds.y_train)

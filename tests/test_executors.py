@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from harness.campaign import load_campaign
-from harness.executors import make_executor, run_campaign
-from harness.executors.local import LocalExecutor
-from harness.executors.ray_executor import RayExecutor, check_resources
-from harness.plugins import load_host
-from leaderboards.store import Store
+from poisonbench.campaign import load_campaign
+from poisonbench.executors import make_executor, run_campaign
+from poisonbench.executors.local import LocalExecutor
+from poisonbench.executors.ray_executor import RayExecutor, check_resources
+from poisonbench.host import load_host
+from poisonbench.leaderboards.store import Store
 
 TESTS = Path(__file__).parent
 PLUGINS = ("plugins_for_tests.toy", "plugins_for_tests.faulty")
@@ -74,7 +74,7 @@ def test_failures_are_isolated_and_reruns_skip_finished_trials(tmp_path, host):
 
 
 def test_observer_that_raises_is_a_warning_not_a_crash(tmp_path):
-    from harness import hookimpl
+    from poisonbench import hookimpl
 
     class Broken:
         @hookimpl
@@ -89,7 +89,6 @@ def test_observer_that_raises_is_a_warning_not_a_crash(tmp_path):
     assert report.ok == 2
 
 
-@pytest.mark.slow
 def test_child_process_timeout_crash_retry_and_same_rows_as_in_process(tmp_path, host):
     attacks = """
         [[attacks]]
@@ -149,7 +148,6 @@ def ray_local():
     ray.shutdown()
 
 
-@pytest.mark.slow
 def test_ray_gives_the_same_rows_as_local(tmp_path, host, ray_local):
     path = make_campaign(tmp_path, """
         [[attacks]]
@@ -168,7 +166,6 @@ def test_ray_gives_the_same_rows_as_local(tmp_path, host, ray_local):
     assert ray_local.is_initialized()  # the executor did not shut down a Ray it did not start
 
 
-@pytest.mark.slow
 def test_ray_timeout_cancels_and_plugin_errors_are_not_retried(tmp_path, host, ray_local):
     log = tmp_path / "raise.log"
     path = make_campaign(tmp_path, f"""
@@ -190,7 +187,6 @@ def test_ray_timeout_cancels_and_plugin_errors_are_not_retried(tmp_path, host, r
     assert names.index("toy-flip") < names.index("fault-hang")  # completion order, not submission order
 
 
-@pytest.mark.slow
 def test_ray_retries_a_crashed_worker_then_reports_it(tmp_path, host, ray_local):
     log = tmp_path / "crash.log"
     path = make_campaign(tmp_path, f'[[attacks]]\nname = "fault-crash"\nparams = {{ log = "{log}" }}\n', "max_retries = 1", seeds="[0]")

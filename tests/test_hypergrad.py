@@ -11,8 +11,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from plugins.bilevel import hypergrad as hg  # noqa: E402
-from plugins.bilevel.inner import Architecture, InnerProblem  # noqa: E402
+from poisonbench.plugins.bilevel import hypergrad as hg  # noqa: E402
+from poisonbench.plugins.bilevel.inner import Architecture, InnerProblem  # noqa: E402
 
 CPU = torch.device("cpu")
 F64 = torch.float64

@@ -6,13 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness.attack import Scenario
-from harness.dataset import Dataset, FeasibleSet
-from harness.learner import Model
-from harness.plugins import load_host
-from harness.testing import check_attack, toy_dataset
-from plugins.attacks.kkt import KKTAttack
-from plugins.learners.linear import LinearSVM, LogisticRegression
+from poisonbench.attack import Scenario
+from poisonbench.dataset import Dataset, FeasibleSet
+from poisonbench.learner import Model
+from poisonbench.host import load_host
+from poisonbench.testing import check_attack, toy_dataset
+from poisonbench.plugins.attacks.kkt import KKTAttack
+from poisonbench.plugins.learners.linear import LinearSVM, LogisticRegression
 
 N_POS, N_NEG = 12, 8
 X_POS, X_NEG = 0.2, 0.8  # every feature; on the wrong side of the clean model for their labels

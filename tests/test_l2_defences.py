@@ -7,10 +7,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from harness.learner import Model, Predictor  # noqa: E402
-from plugins.defences.l2 import CrossValidatedL2, FixedL2, LearnedL2, with_lambda  # noqa: E402
-from plugins.learners.linear import LinearSVM, LogisticRegression  # noqa: E402
-from plugins.learners.torch_l2 import NetworkModel, TorchLogisticRegression, TorchMLP  # noqa: E402
+from poisonbench.learner import Model, Predictor  # noqa: E402
+from poisonbench.plugins.defences.l2 import CrossValidatedL2, FixedL2, LearnedL2, with_lambda  # noqa: E402
+from poisonbench.plugins.learners.linear import LinearSVM, LogisticRegression  # noqa: E402
+from poisonbench.plugins.learners.torch_l2 import NetworkModel, TorchLogisticRegression, TorchMLP  # noqa: E402
 
 
 def blobs(n: int, seed: int, noise: float = 0.8, d: int = 3):
@@ -39,7 +39,7 @@ def test_torch_logistic_converges_to_convex_logistic_with_mapped_C_R():
 
 
 def test_torch_mlp_returns_numpy_predictor_matching_torch_forward():
-    from plugins.bilevel.inner import Architecture
+    from poisonbench.plugins.bilevel.inner import Architecture
 
     learner = TorchMLP(lam=[-2.0, -1.0, 0.0], hidden=[5, 4], steps=20, lr=0.1, seed=3)
     model = learner.fit(X, Y)
@@ -173,7 +173,7 @@ def test_learned_l2_needs_validation_and_valid_parameters():
 
 
 def test_defences_are_registered():
-    from harness.plugins import load_host
+    from poisonbench.host import load_host
 
     names = load_host(load_external=False).registry.names("defences")
     assert {"fixed-l2", "cv-l2", "learned-l2"} <= set(names)
@@ -184,7 +184,7 @@ def test_defences_are_registered():
 def test_missing_torch_error_names_the_extra(monkeypatch):
     import sys
 
-    from plugins.bilevel import require_torch
+    from poisonbench.plugins.bilevel import require_torch
 
     monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` raise ImportError
     with pytest.raises(ImportError, match=r"pip install poisonbench\[torch\]"):

@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness.attack import Scenario
-from harness.plugins import load_host
-from harness.testing import check_attack, toy_dataset
-from plugins.attacks.label_flip import RandomLabelFlip, SubpopulationLabelFlip
-from plugins.learners.linear import LinearSVM
+from poisonbench.attack import Scenario
+from poisonbench.host import load_host
+from poisonbench.testing import check_attack, toy_dataset
+from poisonbench.plugins.attacks.label_flip import RandomLabelFlip, SubpopulationLabelFlip
+from poisonbench.plugins.learners.linear import LinearSVM
 
 
 @pytest.fixture(scope="module")

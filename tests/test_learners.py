@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from sklearn.linear_model import SGDClassifier
 
-from harness.learner import Learner, Model
-from harness.plugins import load_host
-from plugins.learners.linear import LinearSVM, LogisticRegression
-from plugins.learners.sklearn_interop import from_sklearn, sklearn_estimator, to_sklearn
+from poisonbench.learner import Learner, Model
+from poisonbench.host import load_host
+from poisonbench.plugins.learners.linear import LinearSVM, LogisticRegression
+from poisonbench.plugins.learners.sklearn_interop import from_sklearn, sklearn_estimator, to_sklearn
 
 REL = 1e-6
 LEARNERS = [LinearSVM, LogisticRegression]
@@ -352,7 +352,7 @@ def test_pure_python_kernels_give_the_same_fit(monkeypatch):
     """Without numba the same loops run as Python (``_jit`` falls back to the identity)."""
     import importlib.util
 
-    import plugins.learners._dual_cd as dual_cd
+    import poisonbench.plugins.learners._dual_cd as dual_cd
 
     if importlib.util.find_spec("numba") is None:
         pytest.skip("numba absent: the pure-Python kernels are the ones every other test runs")

@@ -8,8 +8,8 @@ import itertools
 import numpy as np
 import pytest
 
-from harness.dataset import FeasibleSet
-from plugins.max_loss_diff import (
+from poisonbench.dataset import FeasibleSet
+from poisonbench.plugins.max_loss_diff import (
     CvxpyHinge,
     MaxLossDiffSolver,
     box_knapsack,

@@ -6,14 +6,17 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from harness.attack import Scenario
-from harness.learner import Model
-from harness.testing import check_attack, toy_dataset
-from plugins.attacks.mtp import ModelTargetedPoisoning, WeightedPool, run_mtp
-from plugins.learners.linear import LinearSVM, LogisticRegression
-from plugins.lower_bound import certified_lower_bound, theorem2_z
-from plugins.max_loss_diff import logistic_loss_diff
-from plugins.targets import error_target, save_target
+from poisonbench.attack import Scenario
+from poisonbench.learner import Model
+from poisonbench.testing import check_attack, toy_dataset
+from poisonbench.capabilities import CapabilityError
+from poisonbench.plugins.attacks.mtp import ModelTargetedPoisoning
+from poisonbench.plugins.mtp_algorithm import MTPSettings, WeightedPool, run_mtp
+from poisonbench.plugins.learners.linear import LinearSVM, LogisticRegression
+from poisonbench.plugins.lower_bound import certified_lower_bound
+from poisonbench.plugins.theorem2 import theorem2_z
+from poisonbench.plugins.max_loss_diff import logistic_loss_diff
+from poisonbench.plugins.targets import error_target, save_target
 
 
 @pytest.fixture(autouse=True)
@@ -49,7 +52,7 @@ def test_contract_budget_and_file_target(tmp_path):
 def test_convergence_reaches_epsilon_with_a_falling_trend(svm_case):
     """MTP Theorem 1: the max loss difference to the target falls toward 0."""
     scenario, target = svm_case
-    batches = list(run_mtp(scenario, target, epsilon=0.01, max_poisons=3000))
+    batches = list(run_mtp(scenario, target, MTPSettings(epsilon=0.01, max_poisons=3000)))
     curve = np.array([b.diagnostics["max_loss_diff"] for b in batches])
     assert batches[-1].diagnostics["epsilon_close"] and curve[-1] <= 0.01
     assert curve[0] > 0.1
@@ -62,7 +65,7 @@ def test_convergence_reaches_epsilon_with_a_falling_trend(svm_case):
 
 def test_diagnostics_keys_and_weights_for_repeated_points(svm_case):
     scenario, target = svm_case
-    batches = list(run_mtp(scenario, target, max_poisons=40))
+    batches = list(run_mtp(scenario, target, MTPSettings(max_poisons=40)))
     d = batches[-1].diagnostics
     for key in ("max_loss_diff", "param_distance", "test_accuracy", "subpop_accuracy", "lower_bound",
                 "lower_bound_certified", "wall_seconds", "z", "n_poisons"):
@@ -97,7 +100,7 @@ def test_lower_bound_never_exceeds_the_poisons_that_induced_the_model(svm_case):
     """Theorem 2 via the paper's procedure (Algorithm 1 with the induced model as target)."""
     scenario, target = svm_case
     for n_p in (15, 60):
-        batches = list(run_mtp(scenario, target, max_poisons=n_p))
+        batches = list(run_mtp(scenario, target, MTPSettings(max_poisons=n_p)))
         induced, used = _induced(scenario, batches)
         assert used == n_p
         lb = certified_lower_bound(scenario, induced, epsilon=0.01, max_poisons=4 * n_p)
@@ -127,7 +130,7 @@ def test_logistic_attack_runs_and_is_not_certified():
     data = toy_dataset(n=80, d=3, seed=2)
     scenario = Scenario(data, LogisticRegression())
     target = error_target(scenario, 0.2, quantiles=[0.2, 0.4], repeats=[2, 5])
-    batches = list(run_mtp(scenario, target, max_poisons=25, max_steps=300, restarts=3))
+    batches = list(run_mtp(scenario, target, MTPSettings(max_poisons=25, max_steps=300, restarts=3)))
     d = batches[-1].diagnostics
     assert d["lower_bound_certified"] is False and d["max_loss_diff_exact"] is False
     assert batches[-1].diagnostics["max_loss_diff"] < batches[0].diagnostics["max_loss_diff"]
@@ -139,7 +142,7 @@ def test_accuracy_goal_stops_early(svm_case):
     plain = Scenario(data, scenario.learner)  # no subpopulation: the test accuracy decides
     clean_acc = scenario.learner.fit(data.X_train, data.y_train).accuracy(data.X_test, data.y_test)
     goal = 0.5 * (clean_acc + target.accuracy(data.X_test, data.y_test))
-    batches = list(run_mtp(plain, target, accuracy_goal=goal, max_poisons=3000))
+    batches = list(run_mtp(plain, target, MTPSettings(accuracy_goal=goal, max_poisons=3000)))
     assert batches[-1].diagnostics["test_accuracy"] <= goal
     assert all(b.diagnostics["test_accuracy"] > goal for b in batches[:-1])
 
@@ -153,10 +156,19 @@ def test_bad_parameters_raise_value_errors(svm_case):
     with pytest.raises(ValueError, match="solver"):
         ModelTargetedPoisoning(target="subpop", solver="gurobi")
 
-    class Other(LinearSVM):
+    class Renamed(LinearSVM):
         name = "ridge"
 
-    with pytest.raises(ValueError, match="linear learner"):
-        next(run_mtp(Scenario(scenario.dataset, Other()), target, epsilon=0.1))
+    # any name works: MTP asks for the capability, not for a learner called "svm"
+    assert next(run_mtp(Scenario(scenario.dataset, Renamed()), target, MTPSettings(epsilon=0.1))).diagnostics
+
+    class NoLossKind:
+        name = "opaque"
+
+        def fit(self, X, y, sample_weight=None, warm_start=None):
+            raise AssertionError("never fitted")
+
+    with pytest.raises(CapabilityError, match=r"'opaque' is not a LinearModelLearner \(missing: C_R, loss, loss_grad, loss_kind"):
+        next(run_mtp(Scenario(scenario.dataset, NoLossKind()), target, MTPSettings(epsilon=0.1)))
     with pytest.raises(ValueError, match="weights"):
-        next(run_mtp(scenario, Model(np.ones(2), 0.0), epsilon=0.1))
+        next(run_mtp(scenario, Model(np.ones(2), 0.0), MTPSettings(epsilon=0.1)))

@@ -7,9 +7,10 @@ import json
 
 import pytest
 
-from harness import hookspecs, plugins
-from harness.plugins import PluginError, PluginLoadWarning, load_host
-from harness.registry import UnknownNameError
+from poisonbench import hookspecs
+from poisonbench import host as host_module
+from poisonbench.host import PluginError, PluginLoadWarning, load_host
+from poisonbench.registry import UnknownNameError
 
 HOOK_NAMES = sorted(n for n in dir(hookspecs) if n.startswith(("register_", "trial_")))
 
@@ -26,12 +27,12 @@ def test_hookspecs_are_the_ones_the_host_calls():
 
 
 def _toy_host():
-    return load_host(["host_plugins.toy_components"], load_external=False)
+    return load_host(["plugins_for_tests.toy_components"], load_external=False)
 
 
 def test_hook_register_datasets():
     comp = _toy_host().registry.get("datasets", "toy")
-    assert comp.plugin == "host_plugins.toy_components"
+    assert comp.plugin == "plugins_for_tests.toy_components"
     assert comp.parameters == {"seed": 0, "n": 40}
     assert comp.create(n=20).n_train == 20
 
@@ -83,35 +84,35 @@ def test_hook_trial_finished():
 def test_builtins_are_registered_like_any_plugin():
     host = load_host(load_external=False)
     sources = {p.name: p.source for p in host.plugins}
-    assert sources["plugins.defences.none"] == "builtin"
-    assert host.registry.get("defences", "none").plugin == "plugins.defences.none"
+    assert sources["poisonbench.plugins.defences.none"] == "builtin"
+    assert host.registry.get("defences", "none").plugin == "poisonbench.plugins.defences.none"
 
 
 def test_duplicate_names_are_an_error_naming_both_plugins():
     with pytest.raises(PluginError) as err:
-        load_host(["host_plugins.duplicate_defence"], load_external=False)
+        load_host(["plugins_for_tests.duplicate_defence"], load_external=False)
     message = str(err.value)
-    assert "'none'" in message and "host_plugins.duplicate_defence" in message and "plugins.defences.none" in message
+    assert "'none'" in message and "plugins_for_tests.duplicate_defence" in message and "poisonbench.plugins.defences.none" in message
 
 
 def test_hook_without_spec_is_a_clear_error():
     with pytest.raises(PluginError, match="register_atacks.*Valid hooks: register_attacks"):
-        load_host(["host_plugins.unknown_hook"], load_external=False)
+        load_host(["plugins_for_tests.unknown_hook"], load_external=False)
 
 
 def test_explicit_plugin_that_cannot_import_is_an_error():
-    with pytest.raises(PluginError, match="--plugin host_plugins.broken_import: cannot import"):
-        load_host(["host_plugins.broken_import"], load_external=False)
+    with pytest.raises(PluginError, match="--plugin plugins_for_tests.broken_import: cannot import"):
+        load_host(["plugins_for_tests.broken_import"], load_external=False)
 
 
 def _fake_entry_points(monkeypatch, *specs):
-    eps = [importlib.metadata.EntryPoint(name, value, plugins.ENTRY_POINT_GROUP) for name, value in specs]
-    monkeypatch.setattr(plugins.importlib.metadata, "entry_points", lambda group: eps if group == plugins.ENTRY_POINT_GROUP else [])
+    eps = [importlib.metadata.EntryPoint(name, value, host_module.ENTRY_POINT_GROUP) for name, value in specs]
+    monkeypatch.setattr(host_module.importlib.metadata, "entry_points", lambda group: eps if group == host_module.ENTRY_POINT_GROUP else [])
 
 
 def test_broken_entry_point_is_a_warning_and_the_rest_load(monkeypatch):
-    monkeypatch.delenv(plugins.LOAD_PLUGINS_ENV)
-    _fake_entry_points(monkeypatch, ("broken", "host_plugins.broken_import"), ("toy", "host_plugins.toy_components"))
+    monkeypatch.delenv(host_module.LOAD_PLUGINS_ENV)
+    _fake_entry_points(monkeypatch, ("broken", "plugins_for_tests.broken_import"), ("toy", "plugins_for_tests.toy_components"))
     with pytest.warns(PluginLoadWarning, match="plugin 'broken'.*failed to import.*not installed"):
         host = load_host()
     assert "noop" in host.registry.names("attacks")
@@ -121,10 +122,10 @@ def test_broken_entry_point_is_a_warning_and_the_rest_load(monkeypatch):
 @pytest.mark.parametrize(("allow", "loaded"), [("", []), ("toy", ["toy"]), ("other, toy", ["toy"]), (None, ["toy"])])
 def test_environment_variable_restricts_external_plugins(monkeypatch, allow, loaded):
     if allow is None:
-        monkeypatch.delenv(plugins.LOAD_PLUGINS_ENV)
+        monkeypatch.delenv(host_module.LOAD_PLUGINS_ENV)
     else:
-        monkeypatch.setenv(plugins.LOAD_PLUGINS_ENV, allow)
-    _fake_entry_points(monkeypatch, ("toy", "host_plugins.toy_components"))
+        monkeypatch.setenv(host_module.LOAD_PLUGINS_ENV, allow)
+    _fake_entry_points(monkeypatch, ("toy", "plugins_for_tests.toy_components"))
     host = load_host()
     assert [p.name for p in host.plugins if p.source == "entry point"] == loaded
 
@@ -137,7 +138,7 @@ def test_unknown_component_name_lists_close_matches():
 
 def test_unknown_and_missing_parameters_are_named():
     host = _toy_host()
-    with pytest.raises(TypeError, match="unknown parameter\\(s\\) bogus; valid: seed, n"):
+    with pytest.raises(TypeError, match="bogus: unknown parameter of dataset .toy.; valid: seed, n"):
         host.create("datasets", "toy", bogus=1)
 
 

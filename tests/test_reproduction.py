@@ -1,4 +1,4 @@
-"""The committed paper-reproduction leaderboard (leaderboards/paper-repro) regenerates.
+"""The committed paper-reproduction leaderboard (results/paper-repro) regenerates.
 
 For each ``campaigns/paper-*.toml`` one cell is re-run: the campaign is loaded, narrowed to one
 dataset / learner / defence / attack entry, and its budget list cut to ``(0, k)`` (or ``(k,)``
@@ -22,9 +22,9 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pytest
 
-from harness.campaign import load_campaign
-from harness.trial import host_for, run_trial
-from leaderboards.store import Store
+from poisonbench.campaign import load_campaign
+from poisonbench.trial import host_for, run_trial
+from poisonbench.leaderboards.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 STORE = ROOT / "leaderboards" / "paper-repro"
@@ -117,7 +117,6 @@ def test_learned_l2_defence_against_mtp():
     assert row["lambda"] is not None
 
 
-@pytest.mark.slow
 def test_adult_svm_subpop_label_flip():
     check("paper-adult-svm.toml", 100, {"attacks": "subpop-label-flip"}, subpopulation="cluster-7")
 
@@ -126,7 +125,6 @@ def test_adult_lr_subpop_label_flip():
     check("paper-adult-lr.toml", 100, {"attacks": "subpop-label-flip"}, subpopulation="cluster-7")
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("learner", ["svm", "lr"])
 def test_adult_kkt_smallest_budget(learner):
     name = f"paper-adult-kkt-{learner}.toml"
@@ -134,18 +132,15 @@ def test_adult_kkt_smallest_budget(learner):
     check(name, budget, {"attacks": "kkt"}, subpopulation="cluster-7")
 
 
-@pytest.mark.slow
 def test_rmd_fig2_fixed_lambda_minus_8():
     check("paper-rmd-fig2-fixed.toml", 10, {"defences": "fixed-l2(lam=-8.0)"})
 
 
-@pytest.mark.slow
 def test_rmd_fig2_learned_lambda_clean_checkpoint():
     row = check("paper-rmd-fig2-learned.toml", 0, {})
     assert row["lambda"] is not None
 
 
-@pytest.mark.slow
 def test_rmd_mlp_per_layer_lambda():
     row = check("paper-rmd-mlp.toml", 0, {})
     layers = {k: v for k, v in json.loads(row["hyperparameters"]).items() if k.startswith("lambda_")}

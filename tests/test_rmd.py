@@ -7,12 +7,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from harness.attack import Scenario  # noqa: E402
-from harness.dataset import Dataset, FeasibleSet  # noqa: E402
-from plugins.attacks.rmd import RMDAttack  # noqa: E402
-from plugins.defences.l2 import FixedL2  # noqa: E402
-from plugins.learners.linear import LinearSVM, LogisticRegression  # noqa: E402
-from plugins.learners.torch_l2 import TorchLogisticRegression, TorchMLP  # noqa: E402
+from poisonbench.attack import Scenario  # noqa: E402
+from poisonbench.dataset import Dataset, FeasibleSet  # noqa: E402
+from poisonbench.plugins.attacks.rmd import RMDAttack  # noqa: E402
+from poisonbench.plugins.defences.l2 import FixedL2  # noqa: E402
+from poisonbench.plugins.learners.linear import LinearSVM, LogisticRegression  # noqa: E402
+from poisonbench.plugins.learners.torch_l2 import TorchLogisticRegression, TorchMLP  # noqa: E402
 
 
 def gaussians(seed: int = 0, with_val: bool = True) -> Dataset:
@@ -93,7 +93,7 @@ def test_registered_without_importing_torch_at_list_time():
     import subprocess
     import sys
 
-    code = ("import sys; from harness.plugins import load_host; h = load_host(load_external=False); "
+    code = ("import sys; from poisonbench.host import load_host; h = load_host(load_external=False); "
             "assert 'rmd' in h.registry.names('attacks'); print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -10,11 +10,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from harness.campaign import load_campaign
-from harness.plugins import load_host
-from harness.results import COLUMN_NAMES, SCHEMA_VERSION
-from harness.trial import run_trial
-from leaderboards.store import Store, StoreWarning
+from poisonbench.campaign import load_campaign
+from poisonbench.host import load_host
+from poisonbench.results import COLUMN_NAMES, SCHEMA_VERSION
+from poisonbench.trial import run_trial
+from poisonbench.leaderboards.store import Store, StoreWarning
 
 CAMPAIGNS = Path(__file__).parent / "campaigns"
 
@@ -156,8 +156,8 @@ def _row(trial_id, attack, budget, acc, status="ok", seed=0):
 
 
 def test_leaderboard_means_standard_errors_ranks_and_failures():
-    from harness.results import rows_to_table
-    from leaderboards.query import compare, leaderboard
+    from poisonbench.results import rows_to_table
+    from poisonbench.leaderboards.query import compare, leaderboard
 
     table = rows_to_table([
         _row("a0", "weak", 10, 0.9), _row("a1", "weak", 10, 0.8, seed=1),

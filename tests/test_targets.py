@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness.attack import Scenario
-from harness.testing import toy_dataset
-from plugins.learners.linear import LinearSVM
-from plugins.targets import _flip_grid, make_target, save_target
+from poisonbench.attack import Scenario
+from poisonbench.testing import toy_dataset
+from poisonbench.plugins.learners.linear import LinearSVM
+from poisonbench.plugins.targets import _flip_grid, make_target, save_target
 
 Q, R = [0.05, 0.1, 0.3, 0.5], [1, 4]
 

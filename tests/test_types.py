@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness.attack import PoisonBatch, Scenario
-from harness.dataset import Dataset, FeasibleSet, Subpopulation
-from harness.learner import Model
-from harness.testing import toy_dataset
+from poisonbench.attack import PoisonBatch, Scenario
+from poisonbench.dataset import Dataset, FeasibleSet, Subpopulation
+from poisonbench.learner import Model
+from poisonbench.testing import toy_dataset
 
 
 def _data(**overrides):

@@ -63,10 +63,10 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    from harness.attack import Scenario
-    from plugins.attacks.rmd import RMDAttack
-    from plugins.datasets.gaussians import gaussians
-    from plugins.learners.torch_l2 import TorchLogisticRegression
+    from poisonbench.attack import Scenario
+    from poisonbench.plugins.attacks.rmd import RMDAttack
+    from poisonbench.plugins.datasets.gaussians import gaussians
+    from poisonbench.plugins.learners.torch_l2 import TorchLogisticRegression
 
     ds = gaussians(seed=args.seed)
     t0 = time.time()

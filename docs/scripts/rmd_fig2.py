@@ -23,11 +23,11 @@ import numpy as np
 
 
 def run_seed(seed: int, args: argparse.Namespace) -> dict:
-    from harness.attack import Scenario
-    from plugins.attacks.rmd import RMDAttack
-    from plugins.datasets.mnist import mnist
-    from plugins.defences.l2 import LOG_200, CrossValidatedL2
-    from plugins.learners.torch_l2 import TorchLogisticRegression
+    from poisonbench.attack import Scenario
+    from poisonbench.plugins.attacks.rmd import RMDAttack
+    from poisonbench.plugins.datasets.mnist import mnist
+    from poisonbench.plugins.defences.l2 import LOG_200, CrossValidatedL2
+    from poisonbench.plugins.learners.torch_l2 import TorchLogisticRegression
 
     ds = mnist(seed=seed, pair="0v8", n_train=256, n_val=256)
     base = TorchLogisticRegression(steps=args.T, lr=0.1)

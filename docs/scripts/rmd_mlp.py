@@ -37,11 +37,11 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    from harness.attack import Scenario
-    from harness.dataset import Dataset, FeasibleSet
-    from plugins.attacks.rmd import RMDAttack
-    from plugins.datasets.mnist import mnist
-    from plugins.learners.torch_l2 import TorchMLP
+    from poisonbench.attack import Scenario
+    from poisonbench.dataset import Dataset, FeasibleSet
+    from poisonbench.plugins.attacks.rmd import RMDAttack
+    from poisonbench.plugins.datasets.mnist import mnist
+    from poisonbench.plugins.learners.torch_l2 import TorchMLP
 
     t0 = time.time()
     runs = []

@@ -11,8 +11,8 @@ from typing import Iterator
 
 import numpy as np
 
-from harness import hookimpl
-from harness.attack import PoisonBatch, Scenario
+from poisonbench import hookimpl
+from poisonbench.attack import PoisonBatch, Scenario
 
 __version__ = "0.1.0"
 

@@ -3,8 +3,8 @@
 An executor's ``run(trials, on_start)`` yields a :class:`TrialOutcome` per trial **in
 completion order** and never raises for a trial's own failure (a plugin that raises, hangs
 past the timeout or returns bad data becomes a failed row). Built-ins: ``local``
-(:mod:`harness.executors.local`, serial, in-process or in a killable child process when a
-timeout is set) and ``ray`` (:mod:`harness.executors.ray_executor`).
+(:mod:`poisonbench.executors.local`, serial, in-process or in a killable child process when a
+timeout is set) and ``ray`` (:mod:`poisonbench.executors.ray_executor`).
 
 :func:`run_campaign` skips trials whose results are already in the store, writes every
 outcome to the store as it arrives (so an interrupted campaign loses no finished trial) and
@@ -16,44 +16,15 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
-from harness.campaign import Trial
-from harness.plugins import PluginHost
+from poisonbench.campaign import Trial
+from poisonbench.executors.base import Executor, OnStart, TrialOutcome
+from poisonbench.host import PluginHost
+
+__all__ = ["EXECUTORS", "CampaignReport", "Executor", "OnStart", "TrialOutcome", "make_executor", "run_campaign"]
 
 EXECUTORS = ("local", "ray")
-
-OnStart = Callable[[Trial], None]
-
-
-@dataclass
-class TrialOutcome:
-    """The rows one trial produced."""
-
-    trial: Trial
-    rows: list[dict[str, Any]]
-
-    @property
-    def status(self) -> str:
-        return "ok" if self.rows and all(r.get("status") == "ok" for r in self.rows) else "failed"
-
-    @property
-    def error(self) -> str | None:
-        return next((r.get("error") for r in self.rows if r.get("error")), None)
-
-
-class Executor(Protocol):
-    name: str
-
-    def run(self, trials: Sequence[Trial], on_start: OnStart | None = None) -> Iterator[TrialOutcome]:
-        """Run ``trials``; yield each outcome as it completes. ``on_start`` is called when a
-        trial is dispatched."""
-        ...
-
-    def close(self) -> None:
-        """Release workers / cluster connections."""
-        ...
-
 
 def make_executor(
     name: str,
@@ -66,11 +37,11 @@ def make_executor(
     if name == "local":
         if address is not None:
             raise ValueError("--address: only the ray executor connects to a cluster; use --executor ray")
-        from harness.executors.local import LocalExecutor
+        from poisonbench.executors.local import LocalExecutor
 
         return LocalExecutor(host, plugin_modules)
     if name == "ray":
-        from harness.executors.ray_executor import RayExecutor
+        from poisonbench.executors.ray_executor import RayExecutor
 
         return RayExecutor(plugin_modules, address=address, num_cpus=num_cpus)
     raise ValueError(f"executor {name!r}: expected one of {', '.join(EXECUTORS)}")
@@ -128,7 +99,7 @@ def run_campaign(
     retry_failed: bool = False,
     progress: Progress | None = None,
 ) -> CampaignReport:
-    """Run the trials of ``campaign`` not yet in ``store`` (a :class:`leaderboards.store.Store`)."""
+    """Run the trials of ``campaign`` not yet in ``store`` (a :class:`poisonbench.leaderboards.store.Store`)."""
     t0 = time.perf_counter()
     todo, skip_ok, skip_failed = select_trials(trials, store.finished(campaign), retry_failed)
     report = CampaignReport(campaign, len(trials), skip_ok, skip_failed)

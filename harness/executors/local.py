@@ -15,11 +15,11 @@ import time
 from multiprocessing.connection import Connection
 from typing import Any, Iterator, Sequence
 
-from harness.campaign import Trial
-from harness.executors import OnStart, TrialOutcome
-from harness.plugins import PluginHost
-from harness.results import utcnow
-from harness.trial import failure_rows, host_for, run_trial
+from poisonbench.campaign import Trial
+from poisonbench.executors.base import OnStart, TrialOutcome
+from poisonbench.host import PluginHost
+from poisonbench.results import utcnow
+from poisonbench.trial import failure_rows, host_for, run_trial
 
 #: Seconds a fresh child may take to import the plugins before it counts as broken.
 STARTUP_TIMEOUT = 120.0

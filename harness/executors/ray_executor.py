@@ -27,10 +27,10 @@ import time
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Sequence
 
-from harness.campaign import Trial
-from harness.executors import OnStart, TrialOutcome
-from harness.results import utcnow
-from harness.trial import failure_rows, host_for, run_trial
+from poisonbench.campaign import Trial
+from poisonbench.executors.base import OnStart, TrialOutcome
+from poisonbench.results import utcnow
+from poisonbench.trial import failure_rows, host_for, run_trial
 
 #: Object store size of a locally started Ray (bytes): rows are small.
 OBJECT_STORE_BYTES = 128 * 1024**2

@@ -41,14 +41,17 @@ from typing import Iterator
 import numpy as np
 from scipy.optimize import linprog, lsq_linear
 
-from harness import hookimpl
-from harness.attack import PoisonBatch, Scenario
-from harness.dataset import FeasibleSet
-from harness.learner import Learner, Model
+from poisonbench import Param, hookimpl
+from poisonbench.params import declare
+from poisonbench.attack import PoisonBatch, Scenario
+from poisonbench.dataset import FeasibleSet
+from poisonbench.plugins.targets import parse_spec
+from poisonbench.capabilities import LinearModelLearner, require
+from poisonbench.learner import Learner, Model
 
 #: cvxpy solvers tried in order for each split (all license-free).
 SOLVER_CHAIN = ("CLARABEL", "SCS")
-_HINGE, _LOGISTIC = "svm", "logistic"
+_HINGE, _LOGISTIC = "hinge", "logistic"
 _RNG_STREAM = 0x4B4B54  # "KKT": random restarts of the logistic search
 _POLISH_TOP = 3  # splits whose rounded points are improved by integer coordinate search
 _POLISH_SWEEPS = 5
@@ -109,11 +112,24 @@ class _Candidate:
     solver: str
 
 
+@declare(
+    {
+        "target": Param((str, Model), "target model spec (as mtp's) or a fitted Model",
+                        check=lambda t: parse_spec(t) if isinstance(t, str) else None),
+        "split_step": Param(float, "grid step of n₊/n (Koh et al.: 0.005)", low=0, high=1, low_open=True),
+        "margin_tol": Param(float, "hinge: clean points with |y·f(x) − 1| ≤ this are on the margin", low=0),
+        "restarts": Param(int, "logistic: random restarts per split", low=1),
+        "max_steps": Param(int, "logistic: Adam steps", low=1),
+        "learning_rate": Param(float, "logistic: step size as a fraction of each feature's box width", low=0,
+                               low_open=True),
+    }
+)
 class KKTAttack:
     """KKT attack (Koh et al. 2018): n₊ copies of x₊ and n₋ of x₋ that make θ_p stationary."""
 
     name = "kkt"
     needs_budget = True
+
 
     def __init__(
         self,
@@ -124,28 +140,6 @@ class KKTAttack:
         max_steps: int = 2000,
         learning_rate: float = 0.05,
     ) -> None:
-        """
-        Parameters
-        ----------
-        target : a target spec for :func:`plugins.targets.make_target` (``"subpop"``,
-            ``"error:0.1"``, ``"file:<path.npz>"`` …) or a fitted :class:`Model`.
-        split_step : grid step of n₊/n in (0, 1] (Koh et al.: 0.005).
-        margin_tol : hinge only; clean points with |y·f(x) − 1| ≤ margin_tol at θ_p count
-            as on the margin (subgradient α ∈ [0, 1]).
-        restarts, max_steps, learning_rate : logistic only; random restarts per split,
-            Adam steps, and the step size as a fraction of each feature's box width.
-        """
-        if not isinstance(target, (str, Model)):
-            raise ValueError(f"kkt: target must be a target spec string or a Model, got {type(target).__name__}")
-        if not 0.0 < split_step <= 1.0:
-            raise ValueError(f"kkt: split_step must be in (0, 1], got {split_step}")
-        if margin_tol < 0:
-            raise ValueError(f"kkt: margin_tol must be >= 0, got {margin_tol}")
-        if restarts < 1 or max_steps < 1 or learning_rate <= 0:
-            raise ValueError(
-                f"kkt: restarts and max_steps must be >= 1 and learning_rate > 0, "
-                f"got {restarts}, {max_steps}, {learning_rate}"
-            )
         self.target = target
         self.split_step = float(split_step)
         self.margin_tol = float(margin_tol)
@@ -188,7 +182,7 @@ class KKTAttack:
     def _target_model(self, scenario: Scenario) -> Model:
         if isinstance(self.target, Model):
             return self.target
-        from plugins.targets import make_target
+        from poisonbench.plugins.targets import make_target
 
         return make_target(self.target, scenario)
 
@@ -417,10 +411,8 @@ def _best_candidate(candidates: list[_Candidate], residual: _Residual,
 
 
 def _loss_kind(learner: Learner) -> str:
-    name = getattr(learner, "name", None)
-    if name not in (_HINGE, _LOGISTIC):
-        raise ValueError(f"kkt: supports the learners 'svm' (hinge) and 'logistic', got {name!r}")
-    return name
+    """The learner's margin loss, once it is checked to be a :class:`LinearModelLearner`."""
+    return str(require(learner, LinearModelLearner, "kkt").loss_kind)
 
 
 def _split_grid(n: int, step: float, exact_n_pos: float) -> np.ndarray:

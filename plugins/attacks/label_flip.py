@@ -17,16 +17,11 @@ from typing import Iterator
 
 import numpy as np
 
-from harness import hookimpl
-from harness.attack import PoisonBatch, Scenario
+from poisonbench import Param, hookimpl
+from poisonbench.params import declare
+from poisonbench.attack import PoisonBatch, Scenario
 
 _RNG_STREAM = 0x4C46  # "LF"
-
-
-def _check_batch_size(name: str, batch_size: int) -> int:
-    if int(batch_size) != batch_size or batch_size < 1:
-        raise ValueError(f"{name}: batch_size must be a positive integer, got {batch_size!r}")
-    return int(batch_size)
 
 
 def _flipped_stream(name: str, pool: np.ndarray, scenario: Scenario, batch_size: int) -> Iterator[PoisonBatch]:
@@ -48,6 +43,10 @@ def _flipped_stream(name: str, pool: np.ndarray, scenario: Scenario, batch_size:
         )
 
 
+BATCH_SIZE = {"batch_size": Param(int, "flipped points per yielded batch", low=1)}
+
+
+@declare(BATCH_SIZE)
 class RandomLabelFlip:
     """Random label flipping: inject training points with their labels flipped."""
 
@@ -55,14 +54,14 @@ class RandomLabelFlip:
     needs_budget = False
 
     def __init__(self, batch_size: int = 100) -> None:
-        """``batch_size``: flipped points per yielded batch."""
-        self.batch_size = _check_batch_size(self.name, batch_size)
+        self.batch_size = int(batch_size)
 
     def poison(self, scenario: Scenario) -> Iterator[PoisonBatch]:
         """Yield flipped copies of training points until the budget (or one pass) is spent."""
         return _flipped_stream(self.name, np.arange(scenario.dataset.n_train), scenario, self.batch_size)
 
 
+@declare(BATCH_SIZE)
 class SubpopulationLabelFlip:
     """Subpopulation label flipping (Jagielski et al. 2019): flip points of the target subpopulation."""
 
@@ -70,8 +69,7 @@ class SubpopulationLabelFlip:
     needs_budget = False
 
     def __init__(self, batch_size: int = 100) -> None:
-        """``batch_size``: flipped points per yielded batch."""
-        self.batch_size = _check_batch_size(self.name, batch_size)
+        self.batch_size = int(batch_size)
 
     def poison(self, scenario: Scenario) -> Iterator[PoisonBatch]:
         """Yield flipped copies of ``scenario.subpopulation``'s training points up to the budget."""

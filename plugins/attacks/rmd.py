@@ -2,7 +2,7 @@
 
 The attacker solves eq. 3, ``min_Λ max_{X_p} A(w_T)`` with ``A`` the summed validation loss and
 ``w_T`` the result of T gradient-descent steps on ``Σ l_i + Σ_k (e^{λ_k}/2)‖W_k‖²`` over the
-clean training data plus the poisons (eq. 6; :mod:`plugins.bilevel.inner`). Per batch of
+clean training data plus the poisons (eq. 6; :mod:`poisonbench.plugins.bilevel.inner`). Per batch of
 poisons (Algorithm 1 with ``initXp`` of appendix B)::
 
     X_p ← validation points (sampled without replacement), labels flipped and kept fixed,
@@ -33,11 +33,31 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from harness import hookimpl
-from harness.attack import PoisonBatch, Scenario
-from plugins.defences.l2 import LOG_200, is_lambda_native, lambda_of
+from poisonbench import Param, hookimpl
+from poisonbench.params import declare
+from poisonbench.attack import PoisonBatch, Scenario
+from poisonbench.capabilities import CapabilityError, LinearModelLearner, has
+from poisonbench.plugins.l2_strength import LOG_200, is_lambda_native, lambda_of
 
 
+@declare({
+    "batch_size": Param(int, "poisons optimised together per batch", low=1),
+    "n_batches": Param(int, "batches to craft (default: until the budget)", low=1, optional=True),
+    "learn_lambda": Param(bool, "the defender learns λ on validation data between batches (Alg. 1)"),
+    "lam0": Param((float, list), "initial λ (one, or one per layer); default: the defence's or learner's",
+                  optional=True),
+    "lam_min": Param(float, "lower bound of λ"),
+    "lam_max": Param(float, "upper bound of λ (paper: log 200)"),
+    "hyperiterations": Param(int, "hypergradient steps on each batch's poisons", low=1),
+    "clean_iterations": Param(int, "λ steps on the clean data before the first batch", low=0),
+    "alpha": Param(float, "poison step size α (eq. 3)", low=0, low_open=True),
+    "beta": Param(float, "λ step size β (eq. 5)", low=0, low_open=True),
+    "inner_steps": Param(int, "T, gradient steps of the surrogate (convex learners)", low=1),
+    "inner_lr": Param(float, "η, step size of the surrogate (convex learners)", low=0, low_open=True),
+    "resample_w0": Param(bool, "a new initialisation per hyperiteration (default: for networks)", optional=True),
+    "device": Param(str, "torch device: auto, cpu, cuda, cuda:<k>"),
+    "dtype": Param(str, "torch dtype", choices=("auto", "float32", "float64")),
+})
 class RMDAttack:
     """Bilevel RMD attack (RMD paper Alg. 1): poisons by hypergradient ascent, λ by descent, batch by batch."""
 
@@ -62,18 +82,8 @@ class RMDAttack:
         device: str = "auto",
         dtype: str = "auto",
     ):
-        for name, v in (("batch_size", batch_size), ("hyperiterations", hyperiterations), ("inner_steps", inner_steps)):
-            if int(v) != v or v < 1:
-                raise ValueError(f"{name}: expected a positive integer, got {v!r}")
-        if n_batches is not None and (int(n_batches) != n_batches or n_batches < 1):
-            raise ValueError(f"n_batches: expected a positive integer or None, got {n_batches!r}")
-        if int(clean_iterations) != clean_iterations or clean_iterations < 0:
-            raise ValueError(f"clean_iterations: expected a non-negative integer, got {clean_iterations!r}")
-        for name, v in (("alpha", alpha), ("beta", beta), ("inner_lr", inner_lr)):
-            if not (np.isfinite(v) and v > 0):
-                raise ValueError(f"{name}: expected a step size > 0, got {v!r}")
-        if not (np.isfinite(lam_min) and np.isfinite(lam_max) and lam_min < lam_max):
-            raise ValueError(f"λ bounds: expected finite lam_min < lam_max, got [{lam_min}, {lam_max}]")
+        if not lam_min < lam_max:
+            raise ValueError(f"λ bounds: expected lam_min < lam_max, got [{lam_min}, {lam_max}]")
         self.batch_size, self.n_batches = int(batch_size), None if n_batches is None else int(n_batches)
         self.learn_lambda, self.lam0 = bool(learn_lambda), lam0
         self.lam_min, self.lam_max = float(lam_min), float(lam_max)
@@ -84,18 +94,18 @@ class RMDAttack:
 
     def _surrogate(self, scenario: Scenario) -> tuple[Any, int, float, int, np.ndarray]:
         """``(architecture, T, η, seed, λ0)`` of the model the attacker differentiates through."""
-        from plugins.bilevel.inner import Architecture
+        from poisonbench.plugins.bilevel.inner import Architecture
 
         learner, d = scenario.learner, scenario.dataset.n_features
         n = scenario.dataset.n_train
         if is_lambda_native(learner):
             arch, T, eta, seed = learner.architecture(d), learner.steps, learner.lr, learner.seed
-        elif getattr(learner, "name", "") == "logistic":
+        elif has(learner, LinearModelLearner) and learner.loss_kind == "logistic":
             arch, T, eta, seed = Architecture.logistic(d), self.inner_steps, self.inner_lr, 0
         else:
-            raise ValueError(
-                f"rmd: learner {getattr(learner, 'name', learner)!r} is not supported; expected a smooth "
-                f"loss: 'torch-logistic', 'torch-mlp' or 'logistic'"
+            raise CapabilityError(
+                f"rmd: learner {getattr(learner, 'name', learner)!r} is neither an UnrolledLearner nor a "
+                f"LinearModelLearner with loss_kind 'logistic' (the attack differentiates through a smooth loss)"
             )
         if self.lam0 is not None:
             lam = np.atleast_1d(np.asarray(self.lam0, dtype=np.float64))
@@ -112,9 +122,9 @@ class RMDAttack:
 
     def poison(self, scenario: Scenario) -> Iterator[PoisonBatch]:
         """Yield the clean-λ state (an empty batch), then one optimised batch of poisons at a time."""
-        from plugins.bilevel import require_torch, resolve_device, resolve_dtype
-        from plugins.bilevel.hypergrad import rmd
-        from plugins.bilevel.inner import InnerProblem, weight_norms
+        from poisonbench.plugins.bilevel import require_torch, resolve_device, resolve_dtype
+        from poisonbench.plugins.bilevel.hypergrad import rmd
+        from poisonbench.plugins.bilevel.inner import InnerProblem, weight_norms
 
         torch = require_torch()
         ds = scenario.dataset

@@ -1,8 +1,8 @@
 """Bilevel optimisation for the RMD paper (Carnerero-Cano et al.): inner training and hypergradients.
 
 The learner of eq. 6 minimises ``L(D_tr, w) + (e^λ/2)‖w‖²`` by ``T`` steps of gradient descent
-(the inner problem of eq. 3); :mod:`plugins.bilevel.inner` runs that training in torch and
-:mod:`plugins.bilevel.hypergrad` differentiates the validation loss ``A(w_T)`` with respect to the
+(the inner problem of eq. 3); :mod:`poisonbench.plugins.bilevel.inner` runs that training in torch and
+:mod:`poisonbench.plugins.bilevel.hypergrad` differentiates the validation loss ``A(w_T)`` with respect to the
 poison features ``X_p`` and λ: reverse mode (Algorithm 2), forward mode (Algorithm 3) and the
 exact implicit-function hypergradient (eq. 4).
 

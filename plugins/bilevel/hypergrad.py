@@ -1,6 +1,6 @@
 """Hypergradients of the validation loss ``A(w)`` with respect to the poisons ``X_p`` and ``Λ``.
 
-Three ways, all on an :class:`~plugins.bilevel.inner.InnerProblem`:
+Three ways, all on an :class:`~poisonbench.plugins.bilevel.inner.InnerProblem`:
 
 - :func:`rmd` — reverse mode through the stored trajectory ``w_0 … w_T`` (Algorithm 2). It is
   torch autograd over the unrolled GD steps (``create_graph=True``): the backward pass is exactly
@@ -23,8 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from plugins.bilevel import require_torch
-from plugins.bilevel.inner import InnerProblem, objective_on
+from poisonbench.plugins.bilevel import require_torch
+from poisonbench.plugins.bilevel.inner import InnerProblem, objective_on
 
 torch = require_torch()
 

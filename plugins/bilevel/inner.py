@@ -24,7 +24,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from plugins.bilevel import require_torch
+from poisonbench.plugins.bilevel import require_torch
 
 torch = require_torch()
 F = torch.nn.functional

@@ -20,7 +20,7 @@ SUFFIXES = (".npz", ".csv", ".csv.gz", ".parquet", ".pq")
 
 def package_data(name: str) -> Path:
     """Path of a data file shipped inside ``plugins/datasets/data/``."""
-    path = Path(str(resources.files("plugins.datasets") / "data" / name))
+    path = Path(str(resources.files("poisonbench.plugins.datasets") / "data" / name))
     if not path.is_file():
         raise FileNotFoundError(f"shipped data file {name!r} is missing from {path.parent}; reinstall poisonbench")
     return path

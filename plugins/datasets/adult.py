@@ -50,10 +50,11 @@ from typing import Any
 
 import numpy as np
 
-from harness import hookimpl
-from harness.dataset import Dataset, FeasibleSet, Subpopulation
-from plugins.datasets._io import md5_bytes, package_data
-from plugins.datasets._splits import balance_by_downsampling, stratified_split
+from poisonbench import Param, hookimpl
+from poisonbench.params import declare
+from poisonbench.dataset import Dataset, FeasibleSet, Subpopulation
+from poisonbench.plugins.datasets._io import md5_bytes, package_data
+from poisonbench.plugins.datasets._splits import balance_by_downsampling, stratified_split
 
 COLUMNS = (
     "age", "workclass", "fnlwgt", "education", "education-num", "marital-status", "occupation",
@@ -70,6 +71,15 @@ SKIP_ROWS = {"adult.data": 0, "adult.test": 1}
 SAMPLING = ("reference", "balanced")
 
 
+@declare({
+    "data_dir": Param(str, "folder with adult.data / adult.test (default: the shipped copies)", optional=True),
+    "data_seed": Param(int, "seed of the row sampling", low=0),
+    "sampling": Param(str, "reference: the reference code's draw; balanced: the paper's text", choices=SAMPLING),
+    "n_val": Param(int, "validation points from the training rows", low=0),
+    "n_clusters": Param(int, "k-means clusters (subpopulations)", low=1),
+    "kmeans_seed": Param(int, "k-means random state", low=0),
+    "kmeans_n_init": Param(int, "k-means restarts", low=1),
+})
 def adult(
     seed: int = 0,
     data_dir: str | None = None,
@@ -103,8 +113,6 @@ def adult(
         k-means settings; the reference uses sklearn's then-defaults ``n_init=10`` with
         ``random_state=0`` and k = 20.
     """
-    if sampling not in SAMPLING:
-        raise ValueError(f"adult: sampling: expected one of {', '.join(SAMPLING)}, got {sampling!r}")
     files = _locate(data_dir)
     key = tuple((name, str(path), path.stat().st_size, path.stat().st_mtime_ns) for name, path in files.items())
     p = _processed(key, data_seed, sampling, n_val, n_clusters, kmeans_seed, kmeans_n_init)

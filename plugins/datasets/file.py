@@ -14,14 +14,27 @@ from typing import Any
 
 import numpy as np
 
-from harness import hookimpl
-from harness.dataset import Dataset, FeasibleSet
-from plugins.datasets._io import file_format, md5_file, read_columns
-from plugins.datasets._splits import split_sizes, stratified_split
+from poisonbench import Param, hookimpl
+from poisonbench.params import declare
+from poisonbench.dataset import Dataset, FeasibleSet
+from poisonbench.plugins.datasets._io import file_format, md5_file, read_columns
+from poisonbench.plugins.datasets._splits import split_sizes, stratified_split
 
 SPLIT_VALUES = {"train": "train", "test": "test", "val": "validation", "valid": "validation", "validation": "validation"}
 
 
+@declare({
+    "path": Param(str, "an NPZ, CSV or Parquet file"),
+    "label": Param(str, "the label column"),
+    "features": Param(list, "feature columns (default: all but label and split)", optional=True),
+    "split": Param(str, "a column of train / test / val rows (default: a stratified random split)", optional=True),
+    "test_fraction": Param(float, "test share of a random split", low=0, high=1, low_open=True, high_open=True),
+    "val_fraction": Param(float, "validation share of a random split", low=0, high=1, high_open=True),
+    "lo": Param((float, list), "feasible lower bound(s) (default: the training rows' minimum)", optional=True),
+    "hi": Param((float, list), "feasible upper bound(s) (default: the training rows' maximum)", optional=True),
+    "positive": Param((str, int, float, bool), "the label value mapped to +1", optional=True),
+    "data_seed": Param(int, "seed of the split (default: the trial seed)", low=0, optional=True),
+})
 def load_file(
     path: str,
     label: str,

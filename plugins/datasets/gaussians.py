@@ -13,10 +13,21 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from harness import hookimpl
-from harness.dataset import Dataset, FeasibleSet
+from poisonbench import Param, hookimpl
+from poisonbench.params import declare
+from poisonbench.dataset import Dataset, FeasibleSet
 
 
+@declare({
+    "n_train": Param(int, "training points", low=2),
+    "n_val": Param(int, "validation points", low=0),
+    "n_test": Param(int, "test points", low=2),
+    "mean0": Param((list, tuple), "mean of class -1"),
+    "mean1": Param((list, tuple), "mean of class +1"),
+    "variances": Param((float, list, tuple), "per-feature variances (one for all)"),
+    "bound": Param(float, "feasible box [-bound, bound]^d", low=0, low_open=True),
+    "data_seed": Param(int, "seed of the sampling (default: the trial seed)", low=0, optional=True),
+})
 def gaussians(
     seed: int = 0,
     n_train: int = 32,
@@ -56,8 +67,6 @@ def gaussians(
         var = np.full(mu0.shape, float(var))
     if var.shape != mu0.shape or not (np.isfinite(var).all() and (var > 0).all()):
         raise ValueError(f"gaussians: variances {np.asarray(variances).tolist()}: expected one positive number or {mu0.size} positive numbers")
-    if not (np.isfinite(bound) and bound > 0):
-        raise ValueError(f"gaussians: bound: expected a positive number, got {bound}")
     if n_train < 2 or n_test < 2 or n_val < 0:
         raise ValueError(
             f"gaussians: n_train={n_train}, n_val={n_val}, n_test={n_test}: expected n_train >= 2, "

@@ -24,15 +24,25 @@ from pathlib import Path
 
 import numpy as np
 
-from harness import hookimpl
-from harness.dataset import Dataset, FeasibleSet
-from plugins.datasets._io import file_format, md5_file, package_data, read_columns
-from plugins.datasets._splits import split_sizes, stratified_split
+from poisonbench import Param, hookimpl
+from poisonbench.params import declare
+from poisonbench.dataset import Dataset, FeasibleSet
+from poisonbench.plugins.datasets._io import file_format, md5_file, package_data, read_columns
+from poisonbench.plugins.datasets._splits import split_sizes, stratified_split
 
 SHIPPED = "mnist_5k.csv.gz"
 _PAIR = re.compile(r"^\s*(\d+)\s*vs?\s*(\d+)\s*$")
 
 
+@declare({
+    "pair": Param(str, "two digits, first -> -1, second -> +1, e.g. 1v7", check=lambda p: _parse_pair(p)),
+    "path": Param(str, "a CSV / NPZ / Parquet of digits instead of the shipped 5k subset", optional=True),
+    "n_train": Param(int, "training points drawn (default: all not in test / validation)", low=2, optional=True),
+    "n_val": Param(int, "validation points from the training split", low=0),
+    "test_fraction": Param(float, "test share of the digits", low=0, high=1, low_open=True, high_open=True),
+    "scale": Param(float, "pixel values are divided by this", low=0, low_open=True),
+    "data_seed": Param(int, "seed of the split (default: the trial seed)", low=0, optional=True),
+})
 def mnist(
     seed: int = 0,
     pair: str = "1v7",
@@ -65,8 +75,6 @@ def mnist(
         Seed of the split, to keep the same split across trial seeds; ``None``: ``seed``.
     """
     neg, pos = _parse_pair(pair)
-    if not (np.isfinite(scale) and scale > 0):
-        raise ValueError(f"mnist: scale: expected a positive number, got {scale}")
     source = package_data(SHIPPED) if path is None else Path(path).expanduser()
     if not source.is_file():
         raise FileNotFoundError(f"mnist: {source}: no such file")

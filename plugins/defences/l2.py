@@ -36,49 +36,16 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.sparse.linalg import LinearOperator, cg
 
-from harness import hookimpl
-from harness.defence import DefendedFit
-from harness.learner import Learner, Model
-from harness.validation import check_binary_labels, check_matrix, check_weights
+from poisonbench import Param, hookimpl
+from poisonbench.params import declare
+from poisonbench.capabilities import LinearModelLearner, has, require
+from poisonbench.defence import DefendedFit
+from poisonbench.learner import Learner, Model
+from poisonbench.validation import check_binary_labels, check_matrix, check_weights
+from poisonbench.plugins.l2_strength import LOG_200, hyperparameters, is_lambda_native, lambda_of, with_lambda
 
-LOG_200 = float(np.log(200.0))
-SMOOTH_CONVEX = ("logistic",)
+SMOOTH_LOSSES = ("logistic",)
 SEARCH_GRID = 9  # coarse grid before the bounded Brent search (the validation loss need not be unimodal)
-
-
-def is_lambda_native(learner: Any) -> bool:
-    """True for learners parametrised by λ directly (the torch learners)."""
-    return hasattr(learner, "with_lambda")
-
-
-def with_lambda(learner: Learner, lam: Any, n_weight: float) -> Learner:
-    """``learner`` with L2 strength λ: ``with_lambda`` or ``C_R = e^λ / n_weight`` (module docstring)."""
-    if is_lambda_native(learner):
-        return learner.with_lambda(lam)
-    arr = np.atleast_1d(np.asarray(lam, dtype=np.float64))
-    if arr.size != 1:
-        raise ValueError(f"lam: learner {learner.name!r} has one L2 strength, got {arr.size} values")
-    if not hasattr(learner, "with_regularisation"):
-        raise ValueError(f"learner {getattr(learner, 'name', learner)!r} has no L2 strength (with_regularisation)")
-    return learner.with_regularisation(float(np.exp(arr[0])) / n_weight)
-
-
-def lambda_of(learner: Learner, n_weight: float) -> np.ndarray:
-    """The learner's current λ (vector): its ``lam``, or ``log(C_R · n_weight)`` for a convex learner."""
-    if is_lambda_native(learner):
-        return np.asarray(learner.lam, dtype=np.float64)
-    return np.array([np.log(learner.C_R * n_weight)])
-
-
-def hyperparameters(learner: Learner, lam: Any, n_weight: float) -> dict[str, float]:
-    """``{"lambda": mean λ, "lambda_<k>": λ_k (if several), "C_R": … (convex learners)}``."""
-    arr = np.atleast_1d(np.asarray(lam, dtype=np.float64))
-    out = {"lambda": float(arr.mean())}
-    if arr.size > 1:
-        out.update({f"lambda_{k}": float(v) for k, v in enumerate(arr)})
-    if not is_lambda_native(learner):
-        out["C_R"] = float(np.exp(arr[0]) / n_weight)
-    return out
 
 
 def _check_data(X: Any, y: Any, sample_weight: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -90,11 +57,24 @@ def _check_data(X: Any, y: Any, sample_weight: Any) -> tuple[np.ndarray, np.ndar
 
 def _check_bounds(lam_min: float, lam_max: float) -> tuple[float, float]:
     lo, hi = float(lam_min), float(lam_max)
-    if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+    if not lo < hi:
         raise ValueError(f"λ bounds: expected finite lam_min < lam_max, got [{lam_min}, {lam_max}]")
     return lo, hi
 
 
+def _check_lam(lam: Any) -> None:
+    arr = np.asarray(lam, dtype=np.float64)
+    if arr.ndim > 1 or arr.size == 0 or not np.isfinite(arr).all():
+        raise ValueError(f"expected a finite number (or one per layer), got {lam!r}")
+
+
+LAMBDA_BOUNDS = {
+    "lam_min": Param(float, "lower bound of λ"),
+    "lam_max": Param(float, "upper bound of λ (paper: log 200)"),
+}
+
+
+@declare({"lam": Param((float, list), "λ (one, or one per layer for a network)", check=_check_lam)})
 class FixedL2:
     """Fixed L2 strength λ of eq. 6 (C_R = e^λ / N for the convex learners)."""
 
@@ -102,8 +82,6 @@ class FixedL2:
 
     def __init__(self, lam: Any = 0.0):
         arr = np.atleast_1d(np.asarray(lam, dtype=np.float64))
-        if arr.ndim != 1 or not np.isfinite(arr).all():
-            raise ValueError(f"lam: expected a finite number (or one per layer), got {lam!r}")
         self.lam = arr if arr.size > 1 else arr[:1]
 
     def fit(self, learner: Learner, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None,
@@ -114,6 +92,13 @@ class FixedL2:
         return DefendedFit(fitted.fit(X, y, s), hyperparameters(learner, lambda_of(fitted, s.sum()), s.sum()))
 
 
+@declare({
+    "folds": Param(int, "cross-validation folds", low=2),
+    **LAMBDA_BOUNDS,
+    "n_grid": Param(int, "λ grid points", low=2),
+    "criterion": Param(str, "held-out loss or held-out error", choices=("loss", "error")),
+    "seed": Param(int, "fold shuffling seed", low=0),
+})
 class CrossValidatedL2:
     """L2 strength λ by k-fold cross-validation on the (possibly poisoned) training data (λ_CLEAN)."""
 
@@ -121,12 +106,6 @@ class CrossValidatedL2:
 
     def __init__(self, folds: int = 5, lam_min: float = -8.0, lam_max: float = LOG_200, n_grid: int = 14,
                  criterion: str = "loss", seed: int = 0):
-        if int(folds) != folds or folds < 2:
-            raise ValueError(f"folds: expected an integer >= 2, got {folds!r}")
-        if int(n_grid) != n_grid or n_grid < 2:
-            raise ValueError(f"n_grid: expected an integer >= 2, got {n_grid!r}")
-        if criterion not in ("loss", "error"):
-            raise ValueError(f"criterion: expected 'loss' (held-out loss) or 'error' (held-out error), got {criterion!r}")
         self.folds, self.n_grid, self.criterion, self.seed = int(folds), int(n_grid), criterion, int(seed)
         self.lam_min, self.lam_max = _check_bounds(lam_min, lam_max)
 
@@ -163,6 +142,15 @@ class CrossValidatedL2:
         return DefendedFit(with_lambda(learner, lam, s.sum()).fit(X, y, s), hp)
 
 
+@declare({
+    "lam0": Param(float, "initial λ"),
+    **LAMBDA_BOUNDS,
+    "step": Param(float, "initial hypergradient step size β", low=0, low_open=True),
+    "iterations": Param(int, "hypergradient steps at most", low=1),
+    "tol": Param(float, "stop when |Δλ| < tol", low=0, low_open=True),
+    "method": Param(str, "hypergradient, 1-D search, or auto (search for the hinge loss)",
+                    choices=("auto", "hypergradient", "search")),
+})
 class LearnedL2:
     """L2 strength λ learned by hypergradient descent on the trusted validation loss (RMD paper eq. 1, 5)."""
 
@@ -172,14 +160,6 @@ class LearnedL2:
                  iterations: int = 50, tol: float = 1e-4, method: str = "auto"):
         self.lam_min, self.lam_max = _check_bounds(lam_min, lam_max)
         self.lam0 = float(np.clip(lam0, self.lam_min, self.lam_max))
-        if not (np.isfinite(step) and step > 0):
-            raise ValueError(f"step: expected a hypergradient step size β > 0, got {step!r}")
-        if int(iterations) != iterations or iterations < 1:
-            raise ValueError(f"iterations: expected a positive integer, got {iterations!r}")
-        if not (np.isfinite(tol) and tol > 0):
-            raise ValueError(f"tol: expected a tolerance > 0 on the λ update, got {tol!r}")
-        if method not in ("auto", "hypergradient", "search"):
-            raise ValueError(f"method: expected 'auto', 'hypergradient' or 'search', got {method!r}")
         self.step, self.iterations, self.tol, self.method = float(step), int(iterations), float(tol), method
 
     def fit(self, learner: Learner, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None,
@@ -191,14 +171,16 @@ class LearnedL2:
         y_val = check_binary_labels(y_val, "y_val", X_val.shape[0])
         method = self.method
         if method == "auto":
-            method = "hypergradient" if is_lambda_native(learner) or learner.name in SMOOTH_CONVEX else "search"
+            smooth = has(learner, LinearModelLearner) and learner.loss_kind in SMOOTH_LOSSES
+            method = "hypergradient" if is_lambda_native(learner) or smooth else "search"
         if method == "search":
-            if is_lambda_native(learner) and learner.n_lambda > 1:
+            if is_lambda_native(learner) and np.size(learner.lam) > 1:
                 raise ValueError("learned-l2: method='search' is 1-D; use 'hypergradient' for per-layer λ")
             lam, A, its = self._search(learner, X, y, s, X_val, y_val)
         elif is_lambda_native(learner):
-            lam, A, its = self._descend(self._rmd_oracle(learner, X, y, s, X_val, y_val), learner.n_lambda)
+            lam, A, its = self._descend(self._rmd_oracle(learner, X, y, s, X_val, y_val), np.size(learner.lam))
         else:
+            require(learner, LinearModelLearner, "learned-l2 (implicit hypergradient)", SMOOTH_LOSSES)
             lam, A, its = self._descend(self._implicit_oracle(learner, X, y, s, X_val, y_val), 1)
         hp = hyperparameters(learner, lam, s.sum())
         hp.update(validation_loss=float(A), iterations=float(its))
@@ -239,8 +221,8 @@ class LearnedL2:
 
     def _rmd_oracle(self, learner: Any, X, y, s, X_val, y_val) -> Any:
         """``λ ↦ (A(w_T), ∇_λ A)`` by reverse mode through the learner's T GD steps (Algorithm 2)."""
-        from plugins.bilevel.hypergrad import rmd
-        from plugins.bilevel.inner import InnerProblem
+        from poisonbench.plugins.bilevel.hypergrad import rmd
+        from poisonbench.plugins.bilevel.inner import InnerProblem
 
         device, dtype = learner.torch_setup()
         arch = learner.architecture(X.shape[1])

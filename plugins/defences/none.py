@@ -1,7 +1,7 @@
 """Built-in defence ``none``: plain ERM, the undefended model builder."""
 
-from harness import hookimpl
-from harness.defence import NoDefence
+from poisonbench import hookimpl
+from poisonbench.defence import NoDefence
 
 
 @hookimpl

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.linalg.lapack import dpotrf, dpotrs
 
-from plugins.learners._jit import njit
+from poisonbench.plugins.learners._jit import njit
 
 
 @njit
@@ -246,7 +246,7 @@ def solve_svm(
     caller validates them). ``sqn`` holds the squared row norms of a finite X, or is None when X
     has not been checked for finiteness: then the norms of the rows the solver visits are computed
     when first needed, and every row is checked by the certificate pass (a non-finite entry makes
-    its margin non-finite; :func:`harness.validation.check_matrix` then raises ValueError).
+    its margin non-finite; :func:`poisonbench.validation.check_matrix` then raises ValueError).
     ``max_iter`` bounds the total number of coordinate-descent passes. ``b0`` centres the first
     proximal step when the bias is not regularised.
 
@@ -424,7 +424,7 @@ def _checked_sqnorms(X: np.ndarray, sqn: np.ndarray, rows: np.ndarray) -> None:
 def _check_finite(X: np.ndarray) -> None:
     """ValueError (naming NaN or inf) unless X is finite; a finite X whose norms or margins
     overflowed passes."""
-    from harness.validation import check_matrix
+    from poisonbench.validation import check_matrix
 
     check_matrix(X, "X")
 

@@ -18,26 +18,29 @@ from typing import Any
 import numpy as np
 from scipy.special import expit, log_expit
 
-from harness import hookimpl
-from harness.learner import Model
-from harness.validation import check_binary_labels, check_matrix, check_weights
+from poisonbench import Param, hookimpl
+from poisonbench.params import declare
+from poisonbench.learner import Model
+from poisonbench.validation import check_binary_labels, check_matrix, check_weights
 
 
+@declare({
+    "C_R": Param(float, "weight of R(θ) against the mean loss (eq. 1)", low=0, low_open=True),
+    "regularise_bias": Param(bool, "R penalises the bias too (liblinear, the reference code)"),
+    "tol": Param(float, "certified tolerance (SVM: relative duality gap; logistic: gradient norm)", low=0,
+                 low_open=True),
+    "max_iter": Param(int, "iteration limit (SVM: coordinate-descent passes; logistic: Newton steps)", low=1),
+})
 class _LinearLearner:
-    """Shared parameters, checks and the regulariser of the linear learners."""
+    """Shared parameters, checks and the regulariser of the linear learners
+    (:class:`~poisonbench.capabilities.LinearModelLearner`)."""
 
     name = ""
+    loss_kind = ""
 
     def __init__(self, C_R: float = 0.09, regularise_bias: bool = True, tol: float = 1e-10, max_iter: int = 100_000):
-        C_R = float(C_R)
-        if not (np.isfinite(C_R) and C_R > 0):
-            raise ValueError(f"C_R: expected a finite regularisation strength > 0, got {C_R}")
+        self.C_R = float(C_R)
         tol = float(tol)
-        if not (np.isfinite(tol) and tol > 0):
-            raise ValueError(f"tol: expected a finite tolerance > 0, got {tol}")
-        if int(max_iter) < 1:
-            raise ValueError(f"max_iter: expected a positive number of iterations, got {max_iter}")
-        self.C_R = C_R
         self.regularise_bias = bool(regularise_bias)
         self.tol = tol
         self.max_iter = int(max_iter)
@@ -67,7 +70,7 @@ class _LinearLearner:
 
     def _check_eval_input(self, model: Model, X: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
         if not isinstance(model, Model):
-            raise ValueError(f"model: expected a harness.learner.Model, got {type(model).__name__}")
+            raise ValueError(f"model: expected a poisonbench.learner.Model, got {type(model).__name__}")
         Xa = check_matrix(X, "X", model.w.shape[0])
         ya = check_binary_labels(y, "y", Xa.shape[0])
         return Xa, ya
@@ -104,6 +107,7 @@ class LinearSVM(_LinearLearner):
     """Linear SVM (hinge loss, L2), exact by dual coordinate descent with warm start."""
 
     name = "svm"
+    loss_kind = "hinge"
 
     def loss(self, model: Model, X: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Hinge loss ``max(0, 1 − y(w·x + b))`` per point, shape (n,)."""
@@ -146,7 +150,7 @@ class LinearSVM(_LinearLearner):
             With ``info`` = objective, duality_gap (in units of J), relative_gap, iterations
             (coordinate-descent passes), converged, and ``state`` holding the dual variables.
         """
-        from plugins.learners._dual_cd import DualState, solve_svm
+        from poisonbench.plugins.learners._dual_cd import DualState, solve_svm
 
         warm = None
         b0 = 0.0
@@ -169,6 +173,7 @@ class LogisticRegression(_LinearLearner):
     """Logistic regression (L2), exact by Newton-CG with warm start."""
 
     name = "logistic"
+    loss_kind = "logistic"
 
     def __init__(self, C_R: float = 0.09, regularise_bias: bool = True, tol: float = 1e-10, max_iter: int = 200):
         super().__init__(C_R=C_R, regularise_bias=regularise_bias, tol=tol, max_iter=max_iter)
@@ -215,7 +220,7 @@ class LogisticRegression(_LinearLearner):
             Also when the bias is not regularised and only one class has positive weight (then
             no minimiser exists: the bias diverges).
         """
-        from plugins.learners._newton import NewtonState, solve_logistic
+        from poisonbench.plugins.learners._newton import NewtonState, solve_logistic
 
         Xa, ya, sa, _ = self._check_fit_input(X, y, sample_weight)
         if not self.regularise_bias and (sa[ya > 0].sum() == 0 or sa[ya < 0].sum() == 0):
@@ -233,7 +238,7 @@ class LogisticRegression(_LinearLearner):
 
 def _as_matrix(X: Any) -> np.ndarray:
     """``X`` as a C-contiguous 2-D float64 array, not yet checked for finiteness (lists and
-    other array-likes go through :func:`harness.validation.check_matrix`, which checks it)."""
+    other array-likes go through :func:`poisonbench.validation.check_matrix`, which checks it)."""
     arr = np.asarray(X, dtype=np.float64) if isinstance(X, np.ndarray) else check_matrix(X, "X")
     if arr.ndim != 2:
         check_matrix(arr, "X")
@@ -246,7 +251,7 @@ def _matrix_and_sqnorms(X: Any) -> tuple[np.ndarray, np.ndarray]:
     A row's squared norm is finite exactly when all its entries are (unless huge finite values
     overflow, which only sends us to the full check); the solvers need the norms anyway, so a
     cold fit reads the matrix once here instead of twice. Anything else goes to
-    :func:`harness.validation.check_matrix` for its error message."""
+    :func:`poisonbench.validation.check_matrix` for its error message."""
     arr = _as_matrix(X)
     sqnorms = np.einsum("ij,ij->i", arr, arr)
     if not np.isfinite(sqnorms).all():

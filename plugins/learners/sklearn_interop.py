@@ -1,4 +1,4 @@
-"""Scikit-learn interop: fitted linear estimators ↔ :class:`harness.learner.Model`.
+"""Scikit-learn interop: fitted linear estimators ↔ :class:`poisonbench.learner.Model`.
 
 * :func:`from_sklearn` wraps any fitted binary linear classifier with ``coef_`` and
   ``intercept_`` (LinearSVC, LogisticRegression, SGDClassifier, RidgeClassifier…) as a Model;
@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.learner import Model
+from poisonbench.learner import Model
 
 _KINDS = ("svm", "logistic")
 
@@ -50,7 +50,7 @@ def to_sklearn(model: Model, kind: str = "svm") -> Any:
     from sklearn.svm import LinearSVC
 
     if not isinstance(model, Model):
-        raise ValueError(f"model: expected a harness.learner.Model, got {type(model).__name__}")
+        raise ValueError(f"model: expected a poisonbench.learner.Model, got {type(model).__name__}")
     if kind not in _KINDS:
         raise ValueError(f"kind: expected one of {', '.join(_KINDS)}, got {kind!r}")
     est = LinearSVC(loss="hinge") if kind == "svm" else SkLogisticRegression()

@@ -1,20 +1,22 @@
 """Built-in learners ``torch-logistic`` and ``torch-mlp``: the RMD paper's eq.-6 learners, in torch.
 
 Both minimise ``L'(w; Λ) = Σ_i s_i l_i + Σ_k (e^{λ_k}/2)‖W_k‖²`` (eq. 6; ``L`` is the *summed*
-logistic loss, see :mod:`plugins.bilevel.inner` for why) by ``steps`` = T steps of full-batch
+logistic loss, see :mod:`poisonbench.plugins.bilevel.inner` for why) by ``steps`` = T steps of full-batch
 gradient descent with rate ``lr`` = η on ``L'/N`` from a fixed ``w⁽⁰⁾`` — the inner problem of
-the paper's eq. 3, not an exact ERM solve. Consequences for the :class:`~harness.learner.Learner`
-protocol, which these classes implement only as far as it makes sense:
+the paper's eq. 3, not an exact ERM solve. They implement
+:class:`~poisonbench.capabilities.UnrolledLearner` (what RMD and learned λ differentiate through)
+and the base :class:`~poisonbench.learner.Learner`, never
+:class:`~poisonbench.capabilities.LinearModelLearner`: they have no ``C_R`` in eq. 1's sense.
 
 - ``fit`` returns ``w_T``; ``warm_start`` is ignored, because ``w_T`` depends on ``w⁽⁰⁾`` by
   definition (the inner problem is "T steps from w⁽⁰⁾", not "the minimiser").
-- The L2 strength is λ (``lam``, one per layer for the MLP) and ``C_R = e^λ`` is the coefficient
-  of ``‖w‖²/2`` against the *summed* loss; the convex learners' ``C_R`` (against the mean loss)
-  is this divided by ``N = Σ_i s_i``. ``with_regularisation(C_R)`` sets every λ to ``log C_R``.
-  Biases are never penalised (``regularise_bias = False``).
-- ``torch-logistic`` returns a linear :class:`~harness.learner.Model` and has ``loss_grad`` and
+- The L2 strength is λ (``lam``, one per layer for the MLP): ``e^λ`` is the coefficient of
+  ``‖w‖²/2`` against the *summed* loss (a convex learner's ``C_R``, against the mean loss, is
+  ``e^λ / N`` with ``N = Σ_i s_i``: :mod:`poisonbench.plugins.l2_strength`). Biases are never
+  penalised.
+- ``torch-logistic`` returns a linear :class:`~poisonbench.learner.Model` and has ``loss_grad`` and
   ``regulariser_grad``; ``torch-mlp`` returns a :class:`NetworkModel` (a numpy
-  :class:`~harness.learner.Predictor`) and has neither (its parameters are not ``(w, b)``).
+  :class:`~poisonbench.learner.Predictor`) and has neither (its parameters are not ``(w, b)``).
 
 torch is imported only when a model is fitted (``pip install poisonbench[torch]``). Device:
 ``"auto"`` = CUDA when available, else CPU; dtype ``"auto"`` = float64 on CPU, float32 on CUDA.
@@ -29,9 +31,10 @@ from typing import Any
 import numpy as np
 from scipy.special import expit, log_expit
 
-from harness import hookimpl
-from harness.learner import Classifier, Model
-from harness.validation import check_binary_labels, check_matrix, check_weights
+from poisonbench import Param, hookimpl
+from poisonbench.params import declare
+from poisonbench.learner import Classifier, Model
+from poisonbench.validation import check_binary_labels, check_matrix, check_weights
 
 
 @dataclass(frozen=True)
@@ -52,25 +55,13 @@ class NetworkModel(Classifier):
         return h[:, 0]
 
 
-def _check_positive(value: Any, name: str, integer: bool = False) -> float:
-    v = float(value)
-    if not (np.isfinite(v) and v > 0) or (integer and int(value) != value):
-        kind = "positive integer" if integer else "finite number > 0"
-        raise ValueError(f"{name}: expected a {kind}, got {value!r}")
-    return v
-
-
 class _TorchL2Learner:
     """Shared parameters and training loop of the torch learners."""
 
     name = ""
-    regularise_bias = False
 
     def __init__(self, lam: Any, steps: int, lr: float, device: str, dtype: str, seed: int):
-        self.steps = int(_check_positive(steps, "steps", integer=True))
-        self.lr = _check_positive(lr, "lr")
-        if not isinstance(device, str) or not isinstance(dtype, str):
-            raise ValueError(f"device/dtype: expected strings such as 'auto', got {device!r}, {dtype!r}")
+        self.steps, self.lr = int(steps), float(lr)
         self.device, self.dtype, self.seed = device, dtype, int(seed)
         self.lam = self._check_lam(lam)
 
@@ -85,13 +76,8 @@ class _TorchL2Learner:
         """Number of L2 strengths (weight matrices)."""
         raise NotImplementedError
 
-    @property
-    def C_R(self) -> float:
-        """``e^λ`` (geometric mean over layers): ``‖w‖²/2``'s coefficient against the summed loss."""
-        return float(np.exp(np.mean(self.lam)))
-
     def architecture(self, d: int) -> Any:
-        """The :class:`plugins.bilevel.inner.Architecture` of this learner on ``d`` features."""
+        """The :class:`poisonbench.plugins.bilevel.inner.Architecture` of this learner on ``d`` features."""
         raise NotImplementedError
 
     def with_lambda(self, lam: Any) -> "_TorchL2Learner":
@@ -100,13 +86,9 @@ class _TorchL2Learner:
         out.lam = self._check_lam(lam)
         return out
 
-    def with_regularisation(self, C_R: float) -> "_TorchL2Learner":
-        """A copy with every ``λ_k = log C_R`` (``C_R`` against the summed loss, see module docstring)."""
-        return self.with_lambda(np.log(_check_positive(C_R, "C_R")))
-
     def torch_setup(self) -> tuple[Any, Any]:
         """``(torch.device, torch.dtype)`` resolved from ``device``/``dtype`` (imports torch)."""
-        from plugins.bilevel import resolve_device, resolve_dtype
+        from poisonbench.plugins.bilevel import resolve_device, resolve_dtype
 
         dev = resolve_device(self.device)
         return dev, resolve_dtype(self.dtype, dev)
@@ -119,8 +101,8 @@ class _TorchL2Learner:
         warm_start: Any = None,
     ) -> Any:
         """``w_T``: ``steps`` GD steps on ``L'/N`` from this learner's ``w⁽⁰⁾`` (``warm_start`` is ignored)."""
-        from plugins.bilevel import require_torch
-        from plugins.bilevel.inner import InnerProblem, weight_norms
+        from poisonbench.plugins.bilevel import require_torch
+        from poisonbench.plugins.bilevel.inner import InnerProblem, weight_norms
 
         torch = require_torch()
 
@@ -167,6 +149,23 @@ class _TorchL2Learner:
         return float((s @ self.loss(model, X, y) + penalty) / s.sum())
 
 
+GD_PARAMETERS = {
+    "lam": Param((float, list), "L2 strength λ of eq. 6 (one, or one per layer)"),
+    "steps": Param(int, "T, gradient-descent steps", low=1),
+    "lr": Param(float, "η, step size", low=0, low_open=True),
+    "device": Param(str, "torch device: auto, cpu, cuda, cuda:<k>"),
+    "dtype": Param(str, "torch dtype", choices=("auto", "float32", "float64")),
+    "seed": Param(int, "seed of the initialisation w⁽⁰⁾", low=0),
+}
+
+
+def _check_hidden(hidden: Any) -> None:
+    widths = list(np.atleast_1d(hidden))
+    if not widths or any(isinstance(h, bool) or int(h) != h or h < 1 for h in widths):
+        raise ValueError(f"expected a non-empty list of positive layer widths, got {hidden!r}")
+
+
+@declare(GD_PARAMETERS)
 class TorchLogisticRegression(_TorchL2Learner):
     """Logistic regression trained by T steps of gradient descent on L + (e^λ/2)‖w‖² (RMD paper eq. 6), in torch."""
 
@@ -185,7 +184,7 @@ class TorchLogisticRegression(_TorchL2Learner):
         return 1
 
     def architecture(self, d: int) -> Any:
-        from plugins.bilevel.inner import Architecture
+        from poisonbench.plugins.bilevel.inner import Architecture
 
         return Architecture.logistic(d)
 
@@ -207,6 +206,11 @@ class TorchLogisticRegression(_TorchL2Learner):
         return np.append(model.w, 0.0)
 
 
+@declare({
+    **GD_PARAMETERS,
+    "hidden": Param((list, tuple), "widths of the hidden layers", check=_check_hidden),
+    "negative_slope": Param(float, "leaky-ReLU slope", low=0),
+})
 class TorchMLP(_TorchL2Learner):
     """MLP d × 128 × 32 × 1 (leaky ReLU, one λ per layer) trained by T steps of gradient descent (RMD paper §5.2)."""
 
@@ -223,10 +227,7 @@ class TorchMLP(_TorchL2Learner):
         dtype: str = "auto",
         seed: int = 0,
     ):
-        hidden_t = tuple(int(h) for h in np.atleast_1d(hidden))
-        if not hidden_t or min(hidden_t) < 1 or any(int(h) != h for h in np.atleast_1d(hidden)):
-            raise ValueError(f"hidden: expected a non-empty list of positive layer widths, got {hidden!r}")
-        self.hidden = hidden_t
+        self.hidden = tuple(int(h) for h in np.atleast_1d(hidden))
         self.negative_slope = float(negative_slope)
         super().__init__(lam, steps, lr, device, dtype, seed)
 
@@ -239,7 +240,7 @@ class TorchMLP(_TorchL2Learner):
         return len(self.hidden) + 1
 
     def architecture(self, d: int) -> Any:
-        from plugins.bilevel.inner import Architecture
+        from poisonbench.plugins.bilevel.inner import Architecture
 
         return Architecture.mlp(d, self.hidden, self.negative_slope)
 

@@ -6,8 +6,8 @@ import time
 
 import numpy as np
 
-from harness import hookimpl
-from harness.attack import PoisonBatch
+from poisonbench import hookimpl
+from poisonbench.attack import PoisonBatch
 
 
 class RaisingAttack:

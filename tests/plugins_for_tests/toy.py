@@ -11,11 +11,11 @@ import time
 
 import numpy as np
 
-from harness import hookimpl
-from harness.attack import PoisonBatch
-from harness.defence import DefendedFit
-from harness.learner import Model
-from harness.testing import toy_dataset
+from poisonbench import hookimpl
+from poisonbench.attack import PoisonBatch
+from poisonbench.defence import DefendedFit
+from poisonbench.learner import Model
+from poisonbench.testing import toy_dataset
 
 #: (hook, trial_id, number of rows) for every lifecycle call in this process.
 EVENTS: list[tuple[str, str, int]] = []
@@ -24,7 +24,7 @@ EVENTS_FILE_ENV = "PB_TEST_EVENTS_FILE"
 
 
 def tiny(seed: int = 0, n: int = 40, d: int = 3):
-    """Two blobs in [0, 1]^d (harness.testing.toy_dataset) with subpopulation 'corner'."""
+    """Two blobs in [0, 1]^d (poisonbench.testing.toy_dataset) with subpopulation 'corner'."""
     return toy_dataset(n=n, d=d, seed=seed)
 
 

@@ -1,6 +1,6 @@
 """The example plugin passes poisonbench's plugin contract checks."""
 
-from harness.testing import check_attack
+from poisonbench.testing import check_attack
 from poisonbench_boundary_flip import BoundaryFlip
 
 

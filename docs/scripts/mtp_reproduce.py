@@ -1,8 +1,8 @@
 """Reproduce the MTP paper's numbers on the data shipped here (results quoted in docs/mtp.md).
 
-    python docs/mtp_reproduce.py mnist    [--copies 1] [--full-grid]
-    python docs/mtp_reproduce.py adult    --learner svm|logistic [--clusters 3] [--max-steps 20000]
-    python docs/mtp_reproduce.py copies   (k = 1 vs k = 2 on MNIST 1–7, 10 % target)
+    python docs/scripts/mtp_reproduce.py mnist    [--copies 1] [--full-grid]
+    python docs/scripts/mtp_reproduce.py adult    --learner svm|logistic [--clusters 3] [--max-steps 20000]
+    python docs/scripts/mtp_reproduce.py copies   (k = 1 vs k = 2 on MNIST 1–7, 10 % target)
 
 Each finished experiment prints one JSON line (n_p, accuracies, lower bound, wall time).
 """
@@ -15,13 +15,13 @@ import time
 
 import numpy as np
 
-from harness.attack import Scenario
-from plugins.attacks.mtp import run_mtp
-from plugins.datasets.adult import adult, top_subpopulations
-from plugins.datasets.mnist import mnist
-from plugins.learners.linear import LinearSVM, LogisticRegression
-from plugins.lower_bound import certified_lower_bound
-from plugins.targets import make_target
+from poisonbench.attack import Scenario
+from poisonbench.plugins.mtp_algorithm import MTPSettings, run_mtp
+from poisonbench.plugins.datasets.adult import adult, top_subpopulations
+from poisonbench.plugins.datasets.mnist import mnist
+from poisonbench.plugins.learners.linear import LinearSVM, LogisticRegression
+from poisonbench.plugins.lower_bound import certified_lower_bound
+from poisonbench.plugins.targets import make_target
 
 LEARNERS = {"svm": LinearSVM, "logistic": LogisticRegression}
 
@@ -30,7 +30,7 @@ def attack(scenario: Scenario, target, epsilon: float | None, copies: int = 1, c
     """Run MTP to ε-closeness; return (induced model, n_p, last diagnostics, max-loss curve, seconds)."""
     t0 = time.perf_counter()
     X, y, curve, last = [scenario.dataset.X_train], [scenario.dataset.y_train], [], {}
-    for batch in run_mtp(scenario, target, epsilon=epsilon, copies=copies, max_poisons=cap, **kw):
+    for batch in run_mtp(scenario, target, MTPSettings(epsilon=epsilon, copies=copies, max_poisons=cap, **kw)):
         X.append(batch.X)
         y.append(batch.y)
         last = batch.diagnostics

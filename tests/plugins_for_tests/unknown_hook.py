@@ -1,6 +1,6 @@
 """Test plugin: implements a hook poisonbench does not define (a typo of register_attacks)."""
 
-from harness import hookimpl
+from poisonbench import hookimpl
 
 
 @hookimpl

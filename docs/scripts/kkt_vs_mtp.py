@@ -13,7 +13,7 @@ For each case (an Adult subpopulation or an MNIST 1–7 error target):
 
 Accuracy is on the subpopulation's test points (Adult) or on the whole test split (MNIST).
 
-    python benchmarks/kkt_vs_mtp.py --cases adult-svm adult-logistic mnist-svm mnist-logistic \\
+    python docs/scripts/kkt_vs_mtp.py --cases adult-svm adult-logistic mnist-svm mnist-logistic \\
         --out /tmp/kkt_vs_mtp.json
 """
 
@@ -27,12 +27,12 @@ from typing import Any
 
 import numpy as np
 
-from harness.attack import Scenario
-from harness.dataset import Dataset
-from plugins.attacks.kkt import KKTAttack
-from plugins.attacks.label_flip import SubpopulationLabelFlip
-from plugins.attacks.mtp import ModelTargetedPoisoning
-from plugins.learners.linear import LinearSVM, LogisticRegression
+from poisonbench.attack import Scenario
+from poisonbench.dataset import Dataset
+from poisonbench.plugins.attacks.kkt import KKTAttack
+from poisonbench.plugins.attacks.label_flip import SubpopulationLabelFlip
+from poisonbench.plugins.attacks.mtp import ModelTargetedPoisoning
+from poisonbench.plugins.learners.linear import LinearSVM, LogisticRegression
 
 FRACTIONS = (0.2, 0.4, 0.6, 0.8, 1.0)
 #: ε of the paper (section 5): Adult 0.01 SVM / 0.05 LR, MNIST 1–7 0.1.
@@ -51,12 +51,12 @@ def make_learner(name: str):
 def cases(dataset: str, learner_name: str, n_subpops: int) -> tuple[Dataset, list[tuple[str, str | None]]]:
     """The dataset and its (target spec, subpopulation) cases."""
     if dataset == "adult":
-        from plugins.datasets.adult import adult, top_subpopulations
+        from poisonbench.plugins.datasets.adult import adult, top_subpopulations
 
         data = adult()
         clean = make_learner(learner_name).fit(data.X_train, data.y_train)
         return data, [("subpop", name) for name in top_subpopulations(data, clean, n_subpops)]
-    from plugins.datasets.mnist import mnist
+    from poisonbench.plugins.datasets.mnist import mnist
 
     return mnist(pair="1v7"), [(spec, None) for spec in ERROR_TARGETS]
 

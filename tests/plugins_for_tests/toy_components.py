@@ -1,8 +1,8 @@
 """Test plugin: one component of each kind, to exercise every register hook."""
 
-from harness import hookimpl
-from harness.defence import NoDefence
-from harness.testing import toy_dataset
+from poisonbench import hookimpl
+from poisonbench.defence import NoDefence
+from poisonbench.testing import toy_dataset
 
 
 def toy(seed: int = 0, n: int = 40):
@@ -12,7 +12,7 @@ def toy(seed: int = 0, n: int = 40):
 
 def toy_svm(C_R: float = 0.5):
     """The built-in SVM under another name."""
-    from plugins.learners.linear import LinearSVM
+    from poisonbench.plugins.learners.linear import LinearSVM
 
     return LinearSVM(C_R=C_R)
 

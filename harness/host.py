@@ -2,7 +2,8 @@
 
 Order of loading (as simonw/llm): third-party entry points of the group ``poisonbench``
 (filtered by ``POISONBENCH_LOAD_PLUGINS``), modules named with ``--plugin``, then the built-in
-modules under ``plugins/`` (registered like any other plugin). A third-party plugin that fails
+modules listed in :data:`BUILTIN_PLUGINS` (registered like any other plugin; the host imports
+them by name, so it has no import-time dependency on ``poisonbench.plugins``). A third-party plugin that fails
 to import is a warning naming it; duplicate names and hook implementations without a spec are
 errors (:class:`PluginError`).
 
@@ -14,21 +15,37 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import importlib.util
 import os
-import pkgutil
+import sys
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import ModuleType
 from typing import Any, Iterable
 
 import pluggy
 
-from harness import hookspecs
-from harness.registry import KINDS, Component, DuplicateNameError, Registry, describe
+import poisonbench.hookspecs as hookspecs
+from poisonbench.registry import KINDS, Component, DuplicateNameError, Registry, describe
 
 ENTRY_POINT_GROUP = "poisonbench"
 LOAD_PLUGINS_ENV = "POISONBENCH_LOAD_PLUGINS"
-BUILTIN_PACKAGES = ("plugins.datasets", "plugins.learners", "plugins.defences", "plugins.attacks")
+#: The built-in plugin modules, in load order (as llm's ``DEFAULT_PLUGINS``).
+BUILTIN_PLUGINS = (
+    "poisonbench.plugins.datasets.adult",
+    "poisonbench.plugins.datasets.file",
+    "poisonbench.plugins.datasets.gaussians",
+    "poisonbench.plugins.datasets.mnist",
+    "poisonbench.plugins.learners.linear",
+    "poisonbench.plugins.learners.torch_l2",
+    "poisonbench.plugins.defences.l2",
+    "poisonbench.plugins.defences.none",
+    "poisonbench.plugins.attacks.kkt",
+    "poisonbench.plugins.attacks.label_flip",
+    "poisonbench.plugins.attacks.mtp",
+    "poisonbench.plugins.attacks.rmd",
+)
 
 
 class PluginError(RuntimeError):
@@ -63,20 +80,9 @@ class PluginHost:
         return self.registry.get(kind, name).create(**params)
 
 
-def builtin_modules() -> list[str]:
-    """Module names of the built-in plugins (the public modules under the ``plugins`` packages;
-    ``_private`` modules are solvers and helpers, never plugins)."""
-    names: list[str] = []
-    for package_name in BUILTIN_PACKAGES:
-        package = importlib.import_module(package_name)
-        public = (m.name for m in pkgutil.iter_modules(package.__path__) if not m.name.startswith("_"))
-        names += sorted(f"{package_name}.{name}" for name in public)
-    return names
-
-
 def load_host(extra_modules: Iterable[str] = (), load_external: bool = True) -> PluginHost:
     """Build a plugin manager with every plugin loaded and a validated registry."""
-    from harness import __version__
+    from poisonbench.version import __version__
 
     pm = pluggy.PluginManager("poisonbench")
     pm.add_hookspecs(hookspecs)
@@ -87,11 +93,9 @@ def load_host(extra_modules: Iterable[str] = (), load_external: bool = True) -> 
         module = _import_explicit(module_name)
         _register(pm, module, module_name)
         infos.append(PluginInfo(module_name, _module_version(module), "--plugin"))
-    for module_name in builtin_modules():
-        module = importlib.import_module(module_name)
-        if any(hasattr(module, hook) for hook in _hook_names()):
-            _register(pm, module, module_name)
-            infos.append(PluginInfo(module_name, __version__, "builtin"))
+    for module_name in BUILTIN_PLUGINS:
+        _register(pm, importlib.import_module(module_name), module_name)
+        infos.append(PluginInfo(module_name, __version__, "builtin"))
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
@@ -117,11 +121,39 @@ def _register(pm: pluggy.PluginManager, module: ModuleType, name: str) -> None:
     pm.register(module, name=name)
 
 
-def _import_explicit(module_name: str) -> ModuleType:
+def _import_explicit(spec: str) -> ModuleType:
+    """Import a ``--plugin``: a path to a ``.py`` file, or a module name (looked up on
+    ``sys.path`` and then in the current directory, so ``--plugin my_attack`` finds
+    ``./my_attack.py`` as the README says)."""
     try:
-        return importlib.import_module(module_name)
+        if spec.endswith(".py") or os.sep in spec:
+            return _import_file(Path(spec))
+        try:
+            return importlib.import_module(spec)
+        except ModuleNotFoundError as exc:
+            if exc.name != spec.split(".")[0] or not (Path.cwd() / (spec.replace(".", os.sep) + ".py")).is_file():
+                raise
+            return _import_file(Path.cwd() / (spec.replace(".", os.sep) + ".py"))
     except Exception as exc:
-        raise PluginError(f"--plugin {module_name}: cannot import it ({type(exc).__name__}: {exc})") from None
+        raise PluginError(f"--plugin {spec}: cannot import it ({type(exc).__name__}: {exc})") from None
+
+
+def _import_file(path: Path) -> ModuleType:
+    """Import the Python file ``path`` as a module named after its stem."""
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file {str(path)!r}")
+    name = path.stem
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"{str(path)!r} is not an importable Python file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
 
 
 def _allowed_external() -> set[str] | None:

@@ -1,7 +1,7 @@
 """Test plugin: registers a defence named 'none', clashing with the built-in."""
 
-from harness import hookimpl
-from harness.defence import NoDefence
+from poisonbench import hookimpl
+from poisonbench.defence import NoDefence
 
 
 @hookimpl

@@ -1,0 +1,1 @@
+"""The ``poisonbench`` command line (entry point :func:`poisonbench.cli.main.main`)."""

@@ -1,0 +1,165 @@
+"""``poisonbench run``: run the trials of a campaign file not yet in the store.
+
+Exits with 0 when every trial succeeded (or was already done), 1 when some trial failed, 2 on a
+user error (bad campaign file, unknown name, unreachable cluster).
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import click
+
+from poisonbench.campaign import Campaign, CampaignError, Trial, load_campaign
+from poisonbench.cli.common import STORE_OPTION, UserError, get_host, warnings_to_stderr
+from poisonbench.executors import EXECUTORS, CampaignReport, TrialOutcome, make_executor, run_campaign
+from poisonbench.leaderboards.export import text_table
+from poisonbench.leaderboards.store import Store
+from poisonbench.registry import UnknownNameError
+
+
+class StderrProgress:
+    """One status line on stderr: done / failed / remaining and ETA (rewritten in place on a
+    terminal, one line per finished trial otherwise)."""
+
+    def __init__(self, stream: Any = None):
+        self.stream = stream or sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+
+    def start(self, campaign: str, total: int, skipped: int) -> None:
+        self.campaign, self.total, self.done, self.failed = campaign, total, 0, 0
+        self.t0 = time.perf_counter()
+        note = f" ({skipped} already in the store)" if skipped else ""
+        click.echo(f"[{campaign}] {total} trial(s) to run{note}", err=True)
+
+    def update(self, outcome: TrialOutcome) -> None:
+        self.done += 1
+        self.failed += outcome.status == "failed"
+        elapsed = time.perf_counter() - self.t0
+        remaining = self.total - self.done
+        eta = _hms(elapsed / self.done * remaining)
+        line = (
+            f"[{self.campaign}] {self.done}/{self.total} done, {self.failed} failed, {remaining} remaining, "
+            f"elapsed {_hms(elapsed)}, ETA {eta}"
+        )
+        if self.tty:
+            self.stream.write("\r" + line.ljust(100))
+            self.stream.flush()
+        else:
+            click.echo(line, err=True)
+
+    def finish(self) -> None:
+        if self.tty and getattr(self, "done", 0):
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+@click.command("run")
+@click.argument("campaign_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--executor", type=click.Choice(EXECUTORS), default="local", show_default=True, help="Where trials run.")
+@click.option("--address", default=None, help="Ray cluster address (ray executor); default: start a local Ray.")
+@click.option("--num-cpus", type=click.IntRange(min=1), default=None, help="CPUs of a locally started Ray (default: all).")
+@STORE_OPTION
+@click.option("--dry-run", is_flag=True, help="Print the trials (and whether they are done) without running them.")
+@click.option("--retry-failed", is_flag=True, help="Run again the trials that failed in earlier runs (skipped by default).")
+@click.pass_context
+def run(
+    ctx: click.Context, campaign_file: Path, executor: str, address: str | None, num_cpus: int | None,
+    store_dir: str, dry_run: bool, retry_failed: bool,
+) -> None:
+    """Run the trials of CAMPAIGN_FILE not yet in the store; print a summary table."""
+    host = get_host(ctx)
+    campaign, trials = _load(campaign_file, host)
+    store = Store(store_dir)
+    with warnings_to_stderr():
+        finished = store.finished(campaign.name)
+    if dry_run:
+        for t in trials:
+            state = finished.get(t.trial_id, "todo")
+            click.echo(f"{state:6}  {t.describe()}")
+        todo = sum(1 for t in trials if finished.get(t.trial_id) != "ok" and (retry_failed or t.trial_id not in finished))
+        click.echo(f"{len(trials)} trial(s), {todo} to run (dry run: nothing executed)")
+        return
+    plugin_modules = tuple(ctx.ensure_object(dict).get("plugin_modules", ()))
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        runner = make_executor(executor, host, plugin_modules, address=address, num_cpus=num_cpus)
+        with warnings_to_stderr():
+            store.write_campaign(campaign.name, _campaign_payload(campaign), {t.trial_id: t.as_dict() for t in trials})
+            report = run_campaign(campaign.name, trials, runner, store, host, retry_failed, StderrProgress())
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    click.echo(format_summary(report))
+    if report.failed or report.skipped_failed:
+        sys.exit(1)
+
+
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    """SIGTERM unwinds like Ctrl-C: executors close (killing trial workers) before exit 143."""
+    raise SystemExit(128 + signum)
+
+
+def _load(path: Path, host: Any) -> tuple[Campaign, list[Trial]]:
+    try:
+        campaign = load_campaign(path)
+        return campaign, campaign.trials(host.registry)
+    except (CampaignError, UnknownNameError) as exc:
+        raise UserError(str(exc)) from None
+
+
+def _campaign_payload(campaign: Campaign) -> dict[str, Any]:
+    return {"campaign": campaign.name, "description": campaign.description, "source_file": campaign.path, "source": campaign.source}
+
+
+def format_summary(report: CampaignReport) -> str:
+    """A table per (dataset, learner, defence, attack): trials ok / failed and the mean test
+    accuracy at the largest budget; then the failed trials with their errors."""
+    groups: dict[tuple[str, ...], dict[str, Any]] = defaultdict(lambda: {"ok": 0, "failed": 0, "acc": []})
+    for o in report.outcomes:
+        t = o.trial
+        g = groups[(t.dataset.label, t.learner.label, t.defence.label, t.attack.label)]
+        g[o.status] += 1
+        g["acc"] += [
+            (r["budget"], r["n_poisons"], r["test_accuracy"]) for r in o.rows
+            if r.get("kind") == "checkpoint" and r.get("status") == "ok" and r.get("test_accuracy") is not None
+        ]
+    lines = [
+        f"campaign {report.campaign}: {report.total} trial(s): {report.ok} ok, {len(report.failed)} failed, "
+        f"{report.skipped_ok + report.skipped_failed} skipped (already in the store"
+        + (f"; {report.skipped_failed} of them failed, rerun with --retry-failed" if report.skipped_failed else "")
+        + f"), {report.wall_seconds:.1f} s"
+    ]
+    if groups:
+        header = ("dataset", "learner", "defence", "attack", "ok", "failed", "acc@max budget")
+        body = [
+            (*key, str(g["ok"]), str(g["failed"]), _mean_at_max(g["acc"])) for key, g in groups.items()
+        ]
+        lines.append(text_table(header, body))
+    for o in report.failed:
+        lines.append(f"FAILED {o.trial.trial_id} {o.trial.attack.label} seed={o.trial.seed}: {_clip(o.error or '', 160)}")
+    return "\n".join(lines)
+
+
+def _mean_at_max(rows: list[tuple[int, int, float]]) -> str:
+    """Mean accuracy over the rows at the largest budget of a group, with that budget and the
+    mean number of poisons actually used (fewer when an attack stopped early)."""
+    if not rows:
+        return "-"
+    top = max(b for b, _, _ in rows)
+    at_top = [(n, a) for b, n, a in rows if b == top]
+    used = sum(n for n, _ in at_top) / len(at_top)
+    return f"{sum(a for _, a in at_top) / len(at_top):.4f} (budget={top}, poisons={used:g})"
+
+
+def _clip(text: str, n: int) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _hms(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"

@@ -1,0 +1,39 @@
+"""What every executor shares: the outcome of a trial and the executor protocol."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Protocol, Sequence
+
+from poisonbench.campaign import Trial
+
+OnStart = Callable[[Trial], None]
+
+
+@dataclass
+class TrialOutcome:
+    """The rows one trial produced."""
+
+    trial: Trial
+    rows: list[dict[str, Any]]
+
+    @property
+    def status(self) -> str:
+        return "ok" if self.rows and all(r.get("status") == "ok" for r in self.rows) else "failed"
+
+    @property
+    def error(self) -> str | None:
+        return next((r.get("error") for r in self.rows if r.get("error")), None)
+
+
+class Executor(Protocol):
+    name: str
+
+    def run(self, trials: Sequence[Trial], on_start: OnStart | None = None) -> Iterator[TrialOutcome]:
+        """Run ``trials``; yield each outcome as it completes. ``on_start`` is called when a
+        trial is dispatched."""
+        ...
+
+    def close(self) -> None:
+        """Release workers / cluster connections."""
+        ...
