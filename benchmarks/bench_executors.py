@@ -34,11 +34,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 os.environ.setdefault("POISONBENCH_LOAD_PLUGINS", "")
 
-from poisonbench.campaign import parse_campaign  # noqa: E402
-from poisonbench.executors.local import LocalExecutor  # noqa: E402
-from poisonbench.executors.ray_executor import RayExecutor  # noqa: E402
-from poisonbench.host import load_host  # noqa: E402
-from poisonbench.leaderboards.store import Store  # noqa: E402
+from poisonbench.campaign import parse_campaign
+from poisonbench.executors.local import LocalExecutor
+from poisonbench.executors.ray_executor import RayExecutor
+from poisonbench.host import load_host
+from poisonbench.leaderboards.store import Store
 
 PLUGINS = ("plugins_for_tests.toy",)
 WORKLOADS = {

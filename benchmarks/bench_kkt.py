@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 from poisonbench.attack import Scenario
-from poisonbench.testing import toy_dataset
 from poisonbench.plugins.attacks.kkt import KKTAttack, _Box, _HingeSearch, _Residual, _split_grid
 from poisonbench.plugins.learners.linear import LinearSVM
+from poisonbench.testing import toy_dataset
 
 STEP = 0.005 if os.environ.get("POISONBENCH_BENCH_FULL") else 0.05
 BUDGET = 40

@@ -26,10 +26,10 @@ import pytest
 
 from poisonbench.attack import Scenario
 from poisonbench.dataset import Dataset
-from poisonbench.plugins.mtp_algorithm import MTPSettings, WeightedPool, run_mtp
 from poisonbench.plugins.datasets.mnist import mnist
 from poisonbench.plugins.learners.linear import LinearSVM
 from poisonbench.plugins.max_loss_diff import hinge_max_loss_diff_box
+from poisonbench.plugins.mtp_algorithm import MTPSettings, WeightedPool, run_mtp
 from poisonbench.plugins.targets import error_target
 
 FULL = os.environ.get("POISONBENCH_BENCH_FULL") == "1"

@@ -23,9 +23,9 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="the RMD benchmark needs torch: pip install poisonbench[torch]")
 
-from poisonbench.plugins.bilevel.hypergrad import rmd  # noqa: E402
-from poisonbench.plugins.bilevel.inner import Architecture, InnerProblem  # noqa: E402
-from poisonbench.plugins.datasets.mnist import mnist  # noqa: E402
+from poisonbench.plugins.bilevel.hypergrad import rmd
+from poisonbench.plugins.bilevel.inner import Architecture, InnerProblem
+from poisonbench.plugins.datasets.mnist import mnist
 
 FULL = os.environ.get("POISONBENCH_BENCH_FULL") == "1"
 T = 600 if FULL else 10

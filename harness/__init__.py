@@ -11,7 +11,7 @@ directly, never from this package root, so that importing any one of them is cyc
 from poisonbench.attack import Attack, PoisonBatch, Scenario
 from poisonbench.capabilities import CapabilityError, LinearModelLearner, UnrolledLearner, require
 from poisonbench.dataset import Dataset, FeasibleSet, Subpopulation
-from poisonbench.defence import DefendedFit, Defence, NoDefence
+from poisonbench.defence import Defence, DefendedFit, NoDefence
 from poisonbench.hookspecs import hookimpl
 from poisonbench.host import PluginHost, load_host
 from poisonbench.learner import Learner, Model, Predictor
@@ -21,9 +21,9 @@ from poisonbench.version import __version__
 __all__ = [
     "Attack",
     "CapabilityError",
-    "DefendedFit",
     "Dataset",
     "Defence",
+    "DefendedFit",
     "FeasibleSet",
     "Learner",
     "LinearModelLearner",

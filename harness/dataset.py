@@ -52,7 +52,7 @@ class FeasibleSet:
         object.__setattr__(self, "onehot_groups", groups)
 
     @classmethod
-    def box(cls, d: int, lo: float = 0.0, hi: float = 1.0) -> "FeasibleSet":
+    def box(cls, d: int, lo: float = 0.0, hi: float = 1.0) -> FeasibleSet:
         """The box ``[lo, hi]^d``."""
         return cls(np.full(d, float(lo)), np.full(d, float(hi)))
 
@@ -63,7 +63,7 @@ class FeasibleSet:
     def contains(self, X: np.ndarray, atol: float = 1e-9) -> np.ndarray:
         """Boolean mask of the rows of ``X`` inside the box (to ``atol``)."""
         X = np.atleast_2d(X)
-        return ((X >= self.lo - atol) & (X <= self.hi + atol)).all(axis=1)
+        return np.asarray(((self.lo - atol <= X) & (self.hi + atol >= X)).all(axis=1))
 
     def project(self, X: np.ndarray) -> np.ndarray:
         """Euclidean projection onto the box (clip)."""

@@ -19,10 +19,11 @@ import importlib.util
 import os
 import sys
 import warnings
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Iterable
+from typing import Any
 
 import pluggy
 
@@ -195,21 +196,26 @@ def _build_registry(pm: pluggy.PluginManager, versions: dict[str, str]) -> Regis
         caller = getattr(pm.hook, f"register_{kind}")
         for impl in reversed(caller.get_hookimpls()):
             plugin_name = impl.plugin_name
-
-            def register(factory: Any, name: str | None = None, description: str | None = None) -> None:
-                comp_name = name or getattr(factory, "name", None) or getattr(factory, "__name__", None)
-                if not isinstance(comp_name, str) or not comp_name:
-                    raise PluginError(f"plugin {plugin_name!r} registered a {kind[:-1]} without a name")
-                if not callable(factory):
-                    raise PluginError(f"plugin {plugin_name!r}: {kind[:-1]} {comp_name!r} is not callable")
-                component = Component(
-                    kind, comp_name, factory, plugin_name, versions.get(plugin_name, "unknown"),
-                    description if description is not None else describe(factory),
-                )
-                try:
-                    registry.add(component)
-                except DuplicateNameError as exc:
-                    raise PluginError(str(exc)) from None
-
-            impl.function(register=register)
+            impl.function(register=_registrar(registry, kind, plugin_name, versions.get(plugin_name, "unknown")))
     return registry
+
+
+def _registrar(registry: Registry, kind: str, plugin_name: str, version: str) -> Callable[..., None]:
+    """The ``register`` callback handed to ``plugin_name``'s ``register_<kind>`` hook."""
+
+    def register(factory: Any, name: str | None = None, description: str | None = None) -> None:
+        comp_name = name or getattr(factory, "name", None) or getattr(factory, "__name__", None)
+        if not isinstance(comp_name, str) or not comp_name:
+            raise PluginError(f"plugin {plugin_name!r} registered a {kind[:-1]} without a name")
+        if not callable(factory):
+            raise PluginError(f"plugin {plugin_name!r}: {kind[:-1]} {comp_name!r} is not callable")
+        component = Component(
+            kind, comp_name, factory, plugin_name, version,
+            description if description is not None else describe(factory),
+        )
+        try:
+            registry.add(component)
+        except DuplicateNameError as exc:
+            raise PluginError(str(exc)) from None
+
+    return register

@@ -58,7 +58,7 @@ class Model(Classifier):
         return np.append(self.w, self.b)
 
     @classmethod
-    def from_theta(cls, theta: np.ndarray, **kwargs: Any) -> "Model":
+    def from_theta(cls, theta: np.ndarray, **kwargs: Any) -> Model:
         theta = np.asarray(theta, dtype=np.float64)
         return cls(theta[:-1].copy(), float(theta[-1]), **kwargs)
 

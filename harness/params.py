@@ -18,8 +18,9 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -114,7 +115,7 @@ def declare(parameters: dict[str, Param]) -> Callable[[F], F]:
             return target(*args, **kwargs)
 
         if inspect.isclass(factory):
-            factory.__init__ = checked  # type: ignore[misc]
+            factory.__init__ = checked  # type: ignore[method-assign]
             factory.parameters = dict(parameters)  # type: ignore[attr-defined]
             return factory
         checked.parameters = dict(parameters)  # type: ignore[attr-defined]

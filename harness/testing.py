@@ -13,17 +13,18 @@ respected. Example (pytest)::
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 from poisonbench.attack import Attack, PoisonBatch, Scenario
 from poisonbench.capabilities import LinearModelLearner, has
 from poisonbench.dataset import Dataset, FeasibleSet, Subpopulation
-from poisonbench.defence import DefendedFit, Defence, NoDefence
+from poisonbench.defence import Defence, DefendedFit, NoDefence
 from poisonbench.learner import Learner, Model, Predictor
 
-__all__ = ["toy_dataset", "default_learner", "check_dataset", "check_learner", "check_attack", "check_defence"]
+__all__ = ["check_attack", "check_dataset", "check_defence", "check_learner", "default_learner", "toy_dataset"]
 
 
 def toy_dataset(n: int = 60, d: int = 4, seed: int = 0) -> Dataset:

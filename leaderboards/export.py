@@ -11,7 +11,8 @@ import html
 import io
 import json
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from poisonbench.leaderboards.query import DISPLAY, GROUP, METRICS
 
@@ -79,7 +80,7 @@ def text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 def _machine_headers(columns: Sequence[Column]) -> list[str]:
     out = []
-    for header, key, se in columns:
+    for _header, key, se in columns:
         out += [key] if se is None else [key, se]
     return out
 

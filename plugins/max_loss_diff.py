@@ -23,8 +23,9 @@ when the change < 1e-7) returns a lower estimate of the maximum (:func:`logistic
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -98,7 +99,7 @@ def box_knapsack(c: np.ndarray, a: np.ndarray, beta: float, lo: np.ndarray, hi: 
 def _hinge_pieces(theta_t: np.ndarray, theta_p: np.ndarray, y: float) -> list[tuple[np.ndarray, np.ndarray, float]]:
     """The three sub-problems ``max c·x s.t. a·x ≤ β`` for label ``y`` as (c, a, β); the
     objective's constant term is left out (values are computed from the maximiser)."""
-    w_t, b_t, w_p, b_p = theta_t[:-1], theta_t[-1], theta_p[:-1], theta_p[-1]
+    w_t, w_p, b_p = theta_t[:-1], theta_p[:-1], theta_p[-1]
     a_A, beta_A = -y * w_p, y * b_p - 1.0  # v <= 0
     a_B, beta_B = y * w_p, 1.0 - y * b_p  # v >= 0
     return [

@@ -23,8 +23,9 @@ both the chosen point and z(θ_t) meaningless, so the run raises instead.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 

@@ -65,7 +65,7 @@ def test_list_plugins(capsys):
     ],
 )
 def test_user_errors_are_one_line_with_exit_code_2(capsys, args, message):
-    code, out, err = run_cli(capsys, *args)
+    code, _out, err = run_cli(capsys, *args)
     assert code == 2
     assert err.strip() == message
     assert "Traceback" not in err

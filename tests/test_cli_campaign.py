@@ -44,7 +44,7 @@ def campaign_file(tmp_path: Path, name: str, attacks: str, top: str = "") -> Pat
 @pytest.fixture
 def store_with_toy(tmp_path, capsys):
     store = tmp_path / "store"
-    code, out, err = cli(capsys, "run", str(TOY), "--store", str(store))
+    code, _out, err = cli(capsys, "run", str(TOY), "--store", str(store))
     assert code == 0, err
     return store
 
@@ -98,7 +98,7 @@ def test_failed_trials_give_exit_code_1_and_are_listed(tmp_path, capsys):
 def test_user_errors_exit_2_with_one_line(tmp_path, capsys, args, message):
     bad = campaign_file(tmp_path, "bad", '[[attacks]]\nname = "toy-flp"\n')
     fill = {"bad": str(bad), "missing": str(tmp_path / "nope.toml"), "empty": str(tmp_path / "empty")}
-    code, out, err = cli(capsys, *[a.format(**fill) for a in args])
+    code, _out, err = cli(capsys, *[a.format(**fill) for a in args])
     assert code == 2
     assert err.startswith("Error: ") and message in err and err.count("\n") == 1
 
@@ -127,7 +127,7 @@ def test_leaderboard_export_formats(store_with_toy, capsys, tmp_path):
     code, out, _ = cli(capsys, "leaderboard", "export", "--format", "md", "--store", str(store_with_toy))
     assert out.startswith("| campaign | dataset |") and " ± " in out
     target = tmp_path / "lb.html"
-    code, _, err = cli(capsys, "leaderboard", "export", "--format", "html", "-o", str(target), "--store", str(store_with_toy))
+    code, _, _err = cli(capsys, "leaderboard", "export", "--format", "html", "-o", str(target), "--store", str(store_with_toy))
     assert code == 0 and target.read_text().startswith('<table class="poisonbench-leaderboard">')
 
 

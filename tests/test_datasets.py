@@ -11,12 +11,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from poisonbench.host import load_host
-from poisonbench.testing import check_dataset
 from poisonbench.plugins.datasets._io import package_data, read_columns
 from poisonbench.plugins.datasets.adult import adult, subpopulation_accuracy, top_subpopulations
 from poisonbench.plugins.datasets.file import load_file
 from poisonbench.plugins.datasets.gaussians import gaussians
 from poisonbench.plugins.datasets.mnist import mnist
+from poisonbench.testing import check_dataset
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +111,7 @@ def test_adult_balanced_sampling_and_validation_split_carved_from_train():
     assert data.provenance["sampling"] == "balanced"
     for sp in data.subpopulations.values():
         assert (data.y_train[sp.train_idx] == -1).all()
-    with pytest.raises(ValueError, match="sampling: expected one of reference, balanced, got 'even'"):
+    with pytest.raises(ValueError, match="sampling: expected one of 'reference', 'balanced', got 'even'"):
         adult(sampling="even")
 
 

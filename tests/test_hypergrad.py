@@ -11,8 +11,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from poisonbench.plugins.bilevel import hypergrad as hg  # noqa: E402
-from poisonbench.plugins.bilevel.inner import Architecture, InnerProblem  # noqa: E402
+from poisonbench.plugins.bilevel import hypergrad as hg
+from poisonbench.plugins.bilevel.inner import Architecture, InnerProblem
 
 CPU = torch.device("cpu")
 F64 = torch.float64
@@ -57,7 +57,7 @@ def central_differences(f, X_p, lam, eps: float = 1e-6):
 def test_rmd_matches_finite_differences(arch):
     problem, X_p, lam, w0 = make_problem(arch)
     out = hg.rmd(problem, w0, X_p, lam)
-    fd_X, fd_lam = central_differences(lambda X, l: float(problem.outer(problem.train(w0, X, l))), X_p, lam)
+    fd_X, fd_lam = central_differences(lambda X, lam_: float(problem.outer(problem.train(w0, X, lam_))), X_p, lam)
     assert rel_err(out.X_p, fd_X) < 1e-4
     assert rel_err(out.lam, fd_lam) < 1e-4
     assert out.value == pytest.approx(float(problem.outer(problem.train(w0, X_p, lam))), rel=1e-12)
@@ -78,7 +78,8 @@ def test_implicit_matches_finite_differences_of_exact_solution():
     w_star, info = hg.solve_inner(problem, w0, X_p, lam)
     assert info["grad_norm"] < 1e-10
     out = hg.implicit(problem, w_star, X_p, lam)
-    exact = lambda X, l: float(problem.outer(hg.solve_inner(problem, w0, X, l)[0]))  # noqa: E731
+    def exact(X, lam_):
+        return float(problem.outer(hg.solve_inner(problem, w0, X, lam_)[0]))
     fd_X, fd_lam = central_differences(exact, X_p, lam)
     assert rel_err(out.X_p, fd_X) < 1e-4
     assert rel_err(out.lam, fd_lam) < 1e-4

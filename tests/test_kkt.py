@@ -8,11 +8,11 @@ import pytest
 
 from poisonbench.attack import Scenario
 from poisonbench.dataset import Dataset, FeasibleSet
-from poisonbench.learner import Model
 from poisonbench.host import load_host
-from poisonbench.testing import check_attack, toy_dataset
+from poisonbench.learner import Model
 from poisonbench.plugins.attacks.kkt import KKTAttack
 from poisonbench.plugins.learners.linear import LinearSVM, LogisticRegression
+from poisonbench.testing import check_attack, toy_dataset
 
 N_POS, N_NEG = 12, 8
 X_POS, X_NEG = 0.2, 0.8  # every feature; on the wrong side of the clean model for their labels
@@ -132,14 +132,15 @@ def test_bad_input_is_a_clear_error(data):
         next(KKTAttack(target).poison(Scenario(data, LinearSVM())))
     with pytest.raises(ValueError, match="split_step"):
         KKTAttack(target, split_step=0.0)
-    with pytest.raises(ValueError, match="target must be"):
+    with pytest.raises(ValueError, match="target: expected a string or Model"):
         KKTAttack(3.0)
 
-    class Other(LinearSVM):
+    class Huber(LinearSVM):
         name = "huber"
+        loss_kind = "huber"
 
-    with pytest.raises(ValueError, match="supports the learners"):
-        next(KKTAttack(target).poison(Scenario(data, Other(), budget=5)))
+    with pytest.raises(ValueError, match="learner 'huber' has loss_kind 'huber'; expected one of hinge, logistic"):
+        next(KKTAttack(target).poison(Scenario(data, Huber(), budget=5)))
 
 
 def test_registered_as_needing_its_budget():

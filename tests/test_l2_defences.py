@@ -7,10 +7,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from poisonbench.learner import Model, Predictor  # noqa: E402
-from poisonbench.plugins.defences.l2 import CrossValidatedL2, FixedL2, LearnedL2, with_lambda  # noqa: E402
-from poisonbench.plugins.learners.linear import LinearSVM, LogisticRegression  # noqa: E402
-from poisonbench.plugins.learners.torch_l2 import NetworkModel, TorchLogisticRegression, TorchMLP  # noqa: E402
+from poisonbench.learner import Model, Predictor
+from poisonbench.plugins.defences.l2 import CrossValidatedL2, FixedL2, LearnedL2, with_lambda
+from poisonbench.plugins.learners.linear import LinearSVM, LogisticRegression
+from poisonbench.plugins.learners.torch_l2 import NetworkModel, TorchLogisticRegression, TorchMLP
 
 
 def blobs(n: int, seed: int, noise: float = 0.8, d: int = 3):
@@ -61,7 +61,6 @@ def test_torch_learner_parameters_are_checked():
         TorchMLP(hidden=[])
     with pytest.raises(ValueError, match="CUDA is not available|device"):
         TorchLogisticRegression(device="cuda:7" if not torch.cuda.is_available() else "nonsense").fit(X, Y)
-    assert TorchLogisticRegression(lam=2.0).with_regularisation(np.exp(0.5)).lam.tolist() == [0.5]
 
 
 # --- fixed-l2 -------------------------------------------------------------------------------
@@ -123,7 +122,7 @@ def test_implicit_hypergradient_of_convex_logistic_matches_finite_differences():
     for lam in (-2.0, 1.0):
         A, g = oracle(np.array([lam]))
         fd = (validation_loss(LogisticRegression(), lam + 1e-5) - validation_loss(LogisticRegression(), lam - 1e-5)) / 2e-5
-        assert A == pytest.approx(validation_loss(LogisticRegression(), lam), rel=1e-8)
+        assert pytest.approx(validation_loss(LogisticRegression(), lam), rel=1e-8) == A
         assert g[0] == pytest.approx(fd, rel=1e-4)
 
 
@@ -132,7 +131,7 @@ def test_rmd_hypergradient_of_torch_learner_matches_finite_differences():
     oracle = LearnedL2()._rmd_oracle(learner, X, Y, np.ones(len(Y)), XV, YV)
     A, g = oracle(np.array([0.3]))
     fd = (validation_loss(learner, 0.3 + 1e-6) - validation_loss(learner, 0.3 - 1e-6)) / 2e-6
-    assert A == pytest.approx(validation_loss(learner, 0.3), rel=1e-10)
+    assert pytest.approx(validation_loss(learner, 0.3), rel=1e-10) == A
     assert g[0] == pytest.approx(fd, rel=1e-4)
 
 

@@ -8,9 +8,9 @@ import pytest
 
 from poisonbench.attack import Scenario
 from poisonbench.host import load_host
-from poisonbench.testing import check_attack, toy_dataset
 from poisonbench.plugins.attacks.label_flip import RandomLabelFlip, SubpopulationLabelFlip
 from poisonbench.plugins.learners.linear import LinearSVM
+from poisonbench.testing import check_attack, toy_dataset
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from sklearn.linear_model import SGDClassifier
 
-from poisonbench.learner import Learner, Model
 from poisonbench.host import load_host
+from poisonbench.learner import Learner, Model
 from poisonbench.plugins.learners.linear import LinearSVM, LogisticRegression
 from poisonbench.plugins.learners.sklearn_interop import from_sklearn, sklearn_estimator, to_sklearn
 
@@ -287,7 +287,7 @@ def test_registered_under_their_names():
     ],
 )
 def test_bad_input_raises_value_error(cls, change, message):
-    X, y, s = problem(12, n=10, d=3, weighted=False)
+    X, y, _s = problem(12, n=10, d=3, weighted=False)
     Xb, yb, sb = change(X, y, np.ones(10))
     with pytest.raises(ValueError, match=message):
         cls().fit(Xb, yb, sb)
@@ -306,7 +306,7 @@ def test_bad_parameters_and_warm_start_raise(cls):
 
 
 def test_one_class():
-    X, y, _ = problem(14, n=20, d=3)
+    X, _y, _ = problem(14, n=20, d=3)
     ones = np.ones(20)
     assert LinearSVM(regularise_bias=False).fit(X, ones).accuracy(X, ones) == 1.0
     assert LogisticRegression().fit(X, ones).info["converged"]

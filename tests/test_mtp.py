@@ -7,16 +7,16 @@ import pytest
 from scipy.stats import spearmanr
 
 from poisonbench.attack import Scenario
-from poisonbench.learner import Model
-from poisonbench.testing import check_attack, toy_dataset
 from poisonbench.capabilities import CapabilityError
+from poisonbench.learner import Model
 from poisonbench.plugins.attacks.mtp import ModelTargetedPoisoning
-from poisonbench.plugins.mtp_algorithm import MTPSettings, WeightedPool, run_mtp
 from poisonbench.plugins.learners.linear import LinearSVM, LogisticRegression
 from poisonbench.plugins.lower_bound import certified_lower_bound
-from poisonbench.plugins.theorem2 import theorem2_z
 from poisonbench.plugins.max_loss_diff import logistic_loss_diff
+from poisonbench.plugins.mtp_algorithm import MTPSettings, WeightedPool, run_mtp
 from poisonbench.plugins.targets import error_target, save_target
+from poisonbench.plugins.theorem2 import theorem2_z
+from poisonbench.testing import check_attack, toy_dataset
 
 
 @pytest.fixture(autouse=True)

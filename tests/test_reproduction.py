@@ -23,11 +23,11 @@ import pyarrow.compute as pc
 import pytest
 
 from poisonbench.campaign import load_campaign
-from poisonbench.trial import host_for, run_trial
 from poisonbench.leaderboards.store import Store
+from poisonbench.trial import host_for, run_trial
 
 ROOT = Path(__file__).resolve().parent.parent
-STORE = ROOT / "leaderboards" / "paper-repro"
+STORE = ROOT / "results" / "paper-repro"
 CAMPAIGNS = ROOT / "campaigns"
 KINDS = ("datasets", "learners", "defences", "attacks")
 DIAGNOSTICS = ("max_loss_diff", "lower_bound", "lambda")

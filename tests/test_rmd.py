@@ -7,12 +7,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from poisonbench.attack import Scenario  # noqa: E402
-from poisonbench.dataset import Dataset, FeasibleSet  # noqa: E402
-from poisonbench.plugins.attacks.rmd import RMDAttack  # noqa: E402
-from poisonbench.plugins.defences.l2 import FixedL2  # noqa: E402
-from poisonbench.plugins.learners.linear import LinearSVM, LogisticRegression  # noqa: E402
-from poisonbench.plugins.learners.torch_l2 import TorchLogisticRegression, TorchMLP  # noqa: E402
+from poisonbench.attack import Scenario
+from poisonbench.dataset import Dataset, FeasibleSet
+from poisonbench.plugins.attacks.rmd import RMDAttack
+from poisonbench.plugins.defences.l2 import FixedL2
+from poisonbench.plugins.learners.linear import LinearSVM, LogisticRegression
+from poisonbench.plugins.learners.torch_l2 import TorchLogisticRegression, TorchMLP
 
 
 def gaussians(seed: int = 0, with_val: bool = True) -> Dataset:
@@ -81,7 +81,7 @@ def test_per_layer_lambda_for_mlp_and_convex_logistic_surrogate():
 def test_bad_scenarios_raise_value_error():
     with pytest.raises(ValueError, match="validation split"):
         next(RMDAttack().poison(Scenario(gaussians(with_val=False), LEARNER, budget=1)))
-    with pytest.raises(ValueError, match="not supported"):
+    with pytest.raises(ValueError, match="neither an UnrolledLearner nor a LinearModelLearner"):
         next(RMDAttack().poison(Scenario(gaussians(), LinearSVM(), budget=1)))
     with pytest.raises(ValueError, match="never stops"):
         next(RMDAttack().poison(Scenario(gaussians(), LEARNER)))

@@ -12,9 +12,9 @@ import pytest
 
 from poisonbench.campaign import load_campaign
 from poisonbench.host import load_host
+from poisonbench.leaderboards.store import Store, StoreWarning
 from poisonbench.results import COLUMN_NAMES, SCHEMA_VERSION
 from poisonbench.trial import run_trial
-from poisonbench.leaderboards.store import Store, StoreWarning
 
 CAMPAIGNS = Path(__file__).parent / "campaigns"
 
@@ -156,8 +156,8 @@ def _row(trial_id, attack, budget, acc, status="ok", seed=0):
 
 
 def test_leaderboard_means_standard_errors_ranks_and_failures():
-    from poisonbench.results import rows_to_table
     from poisonbench.leaderboards.query import compare, leaderboard
+    from poisonbench.results import rows_to_table
 
     table = rows_to_table([
         _row("a0", "weak", 10, 0.9), _row("a1", "weak", 10, 0.8, seed=1),

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from poisonbench.attack import Scenario
-from poisonbench.testing import toy_dataset
 from poisonbench.plugins.learners.linear import LinearSVM
 from poisonbench.plugins.targets import _flip_grid, make_target, save_target
+from poisonbench.testing import toy_dataset
 
 Q, R = [0.05, 0.1, 0.3, 0.5], [1, 4]
 

@@ -16,11 +16,11 @@ import time
 import numpy as np
 
 from poisonbench.attack import Scenario
-from poisonbench.plugins.mtp_algorithm import MTPSettings, run_mtp
 from poisonbench.plugins.datasets.adult import adult, top_subpopulations
 from poisonbench.plugins.datasets.mnist import mnist
 from poisonbench.plugins.learners.linear import LinearSVM, LogisticRegression
 from poisonbench.plugins.lower_bound import certified_lower_bound
+from poisonbench.plugins.mtp_algorithm import MTPSettings, run_mtp
 from poisonbench.plugins.targets import make_target
 
 LEARNERS = {"svm": LinearSVM, "logistic": LogisticRegression}

@@ -114,7 +114,7 @@ def main() -> None:
     assert np.allclose(np.r_[w[5, k], b[5, k]], ref.theta, atol=1e-8), "batched GD differs from torch-logistic"
 
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
-    for ax, (label, lam) in zip(axes[:2], LAMS.items()):
+    for ax, (label, _lam) in zip(axes[:2], LAMS.items()):
         im = ax.pcolormesh(GX, GY, maps[label], cmap="viridis", vmin=0, vmax=max(m.max() for m in maps.values()), shading="auto")
         fig.colorbar(im, ax=ax, label="validation error")
         _points(ax, ds)

@@ -7,7 +7,7 @@ injects them, a batch at a time, until the budget is spent.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 

@@ -65,7 +65,10 @@ def compare(
     """Two attacks (--attacks A B) or two campaigns (--campaigns C1 C2) side by side, with B − A."""
     if (attacks is None) == (two_campaigns is None):
         raise UserError("compare: give exactly one of --attacks A B or --campaigns C1 C2")
-    by, (a, b) = ("attacks", attacks) if attacks else ("campaigns", two_campaigns)
+    by = "attacks" if attacks is not None else "campaigns"
+    pair = attacks if attacks is not None else two_campaigns
+    assert pair is not None  # exactly one of the two is set (checked above)
+    a, b = pair
     selected = campaigns if by == "attacks" else tuple(dict.fromkeys((*campaigns, a, b)))
     table = _read(store_dir, selected)
     try:

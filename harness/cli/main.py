@@ -10,13 +10,13 @@ import sys
 
 import click
 
-from poisonbench.version import __version__
 from poisonbench.cli.common import UserError
 from poisonbench.cli.leaderboard_cmd import leaderboard
 from poisonbench.cli.list_cmd import list_cmd
 from poisonbench.cli.run_cmd import run
 from poisonbench.host import PluginError
 from poisonbench.registry import UnknownNameError
+from poisonbench.version import __version__
 
 USER_ERRORS = (UnknownNameError, PluginError, ValueError, TypeError, FileNotFoundError)
 

@@ -30,6 +30,7 @@ class StderrProgress:
     def __init__(self, stream: Any = None):
         self.stream = stream or sys.stderr
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.done = 0
 
     def start(self, campaign: str, total: int, skipped: int) -> None:
         self.campaign, self.total, self.done, self.failed = campaign, total, 0, 0
@@ -54,7 +55,7 @@ class StderrProgress:
             click.echo(line, err=True)
 
     def finish(self) -> None:
-        if self.tty and getattr(self, "done", 0):
+        if self.tty and self.done:
             self.stream.write("\n")
             self.stream.flush()
 

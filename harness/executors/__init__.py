@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 from poisonbench.campaign import Trial
 from poisonbench.executors.base import Executor, OnStart, TrialOutcome

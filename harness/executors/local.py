@@ -10,10 +10,12 @@ the trial is retried up to ``trial.max_retries`` times. Plugin exceptions are ne
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import time
+from collections.abc import Iterator, Sequence
 from multiprocessing.connection import Connection
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from poisonbench.campaign import Trial
 from poisonbench.executors.base import OnStart, TrialOutcome
@@ -126,10 +128,8 @@ class _Child:
         self.conn.close()
 
     def stop(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self.conn.send(None)
-        except OSError:
-            pass
         self.proc.join(5)
         if self.proc.is_alive():
             self.proc.kill()

@@ -24,8 +24,9 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 from poisonbench.campaign import Trial
 from poisonbench.executors.base import OnStart, TrialOutcome

@@ -35,19 +35,19 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 from scipy.optimize import linprog, lsq_linear
 
 from poisonbench import Param, hookimpl
-from poisonbench.params import declare
 from poisonbench.attack import PoisonBatch, Scenario
-from poisonbench.dataset import FeasibleSet
-from poisonbench.plugins.targets import parse_spec
 from poisonbench.capabilities import LinearModelLearner, require
+from poisonbench.dataset import FeasibleSet
 from poisonbench.learner import Learner, Model
+from poisonbench.params import declare
+from poisonbench.plugins.targets import parse_spec
 
 #: cvxpy solvers tried in order for each split (all license-free).
 SOLVER_CHAIN = ("CLARABEL", "SCS")
@@ -69,7 +69,7 @@ class _Box:
     groups: tuple[tuple[np.ndarray, bool], ...]
 
     @classmethod
-    def of(cls, feasible: FeasibleSet, X_train: np.ndarray) -> "_Box":
+    def of(cls, feasible: FeasibleSet, X_train: np.ndarray) -> _Box:
         groups = []
         for g in feasible.onehot_groups:
             cols = np.array(g, dtype=np.int64)
@@ -186,7 +186,7 @@ class KKTAttack:
 
         return make_target(self.target, scenario)
 
-    def _logistic_search(self, residual: "_Residual", box: _Box, splits: np.ndarray,
+    def _logistic_search(self, residual: _Residual, box: _Box, splits: np.ndarray,
                          rng: np.random.Generator) -> list[_Candidate]:
         """Projected Adam on ‖∇J(θ_p)‖² over (x₊, x₋) for every split × restart at once."""
         theta = residual.target.theta

@@ -13,13 +13,13 @@ after one pass over the pool.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
 from poisonbench import Param, hookimpl
-from poisonbench.params import declare
 from poisonbench.attack import PoisonBatch, Scenario
+from poisonbench.params import declare
 
 _RNG_STREAM = 0x4C46  # "LF"
 

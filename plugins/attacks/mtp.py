@@ -9,11 +9,12 @@ consulted (MTP assumes none). The learner must be a
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from poisonbench import Param, PoisonBatch, Scenario, hookimpl
-from poisonbench.params import declare
 from poisonbench.learner import Model
+from poisonbench.params import declare
 from poisonbench.plugins.max_loss_diff import ONEHOT_MODES, SOLVERS
 from poisonbench.plugins.mtp_algorithm import MTPSettings, run_mtp
 from poisonbench.plugins.targets import check_grid, make_target, parse_spec

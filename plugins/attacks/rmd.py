@@ -29,14 +29,15 @@ convex ``logistic`` learner (a logistic surrogate trained by T = ``inner_steps``
 from __future__ import annotations
 
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
 from poisonbench import Param, hookimpl
-from poisonbench.params import declare
 from poisonbench.attack import PoisonBatch, Scenario
 from poisonbench.capabilities import CapabilityError, LinearModelLearner, has
+from poisonbench.params import declare
 from poisonbench.plugins.l2_strength import LOG_200, is_lambda_native, lambda_of
 
 

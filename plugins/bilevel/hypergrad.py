@@ -20,8 +20,9 @@ of ``A(w*)``; they agree as ``T`` grows when GD converges.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from poisonbench.plugins.bilevel import require_torch
 from poisonbench.plugins.bilevel.inner import InnerProblem, objective_on

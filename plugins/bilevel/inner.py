@@ -19,8 +19,9 @@ would move MNIST poisons by at most ~1e-3 per pixel and hyperiteration (measured
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -48,11 +49,11 @@ class Architecture:
         object.__setattr__(self, "sizes", sizes)
 
     @classmethod
-    def logistic(cls, d: int) -> "Architecture":
+    def logistic(cls, d: int) -> Architecture:
         return cls((d, 1))
 
     @classmethod
-    def mlp(cls, d: int, hidden: Sequence[int] = (128, 32), negative_slope: float = 0.01) -> "Architecture":
+    def mlp(cls, d: int, hidden: Sequence[int] = (128, 32), negative_slope: float = 0.01) -> Architecture:
         return cls((d, *hidden, 1), negative_slope)
 
     @property
@@ -129,7 +130,7 @@ class InnerProblem:
         steps: int,
         device: Any,
         dtype: Any,
-    ) -> "InnerProblem":
+    ) -> InnerProblem:
         """Move the arrays to ``device``/``dtype``; validate shapes, η > 0 and T ≥ 1."""
         if not (lr > 0 and np.isfinite(lr)):
             raise ValueError(f"inner learning rate η: expected a positive number, got {lr!r}")

@@ -80,7 +80,7 @@ def read_columns(path: str | Path, header: bool = True) -> dict[str, np.ndarray]
     return columns
 
 
-def _arrow_to_numpy(column) -> np.ndarray:  # noqa: ANN001 - a pyarrow.ChunkedArray
+def _arrow_to_numpy(column) -> np.ndarray:
     import pyarrow as pa
 
     kind = column.type

@@ -51,8 +51,8 @@ from typing import Any
 import numpy as np
 
 from poisonbench import Param, hookimpl
-from poisonbench.params import declare
 from poisonbench.dataset import Dataset, FeasibleSet, Subpopulation
+from poisonbench.params import declare
 from poisonbench.plugins.datasets._io import md5_bytes, package_data
 from poisonbench.plugins.datasets._splits import balance_by_downsampling, stratified_split
 

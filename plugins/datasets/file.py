@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from poisonbench import Param, hookimpl
-from poisonbench.params import declare
 from poisonbench.dataset import Dataset, FeasibleSet
+from poisonbench.params import declare
 from poisonbench.plugins.datasets._io import file_format, md5_file, read_columns
 from poisonbench.plugins.datasets._splits import split_sizes, stratified_split
 

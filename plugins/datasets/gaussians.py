@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from poisonbench import Param, hookimpl
-from poisonbench.params import declare
 from poisonbench.dataset import Dataset, FeasibleSet
+from poisonbench.params import declare
 
 
 @declare({

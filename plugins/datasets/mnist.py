@@ -25,13 +25,13 @@ from pathlib import Path
 import numpy as np
 
 from poisonbench import Param, hookimpl
-from poisonbench.params import declare
 from poisonbench.dataset import Dataset, FeasibleSet
+from poisonbench.params import declare
 from poisonbench.plugins.datasets._io import file_format, md5_file, package_data, read_columns
 from poisonbench.plugins.datasets._splits import split_sizes, stratified_split
 
 SHIPPED = "mnist_5k.csv.gz"
-_PAIR = re.compile(r"^\s*(\d+)\s*vs?\s*(\d+)\s*$")
+_PAIR = re.compile(r"^\s*([0-9])\s*vs?\s*([0-9])\s*$")
 
 
 @declare({

@@ -37,12 +37,12 @@ from scipy.optimize import minimize_scalar
 from scipy.sparse.linalg import LinearOperator, cg
 
 from poisonbench import Param, hookimpl
-from poisonbench.params import declare
 from poisonbench.capabilities import LinearModelLearner, has, require
 from poisonbench.defence import DefendedFit
 from poisonbench.learner import Learner, Model
-from poisonbench.validation import check_binary_labels, check_matrix, check_weights
+from poisonbench.params import declare
 from poisonbench.plugins.l2_strength import LOG_200, hyperparameters, is_lambda_native, lambda_of, with_lambda
+from poisonbench.validation import check_binary_labels, check_matrix, check_weights
 
 SMOOTH_LOSSES = ("logistic",)
 SEARCH_GRID = 9  # coarse grid before the bounded Brent search (the validation loss need not be unimodal)
@@ -193,7 +193,7 @@ class LearnedL2:
         lam = np.full(n_lambda, self.lam0)
         A, g = oracle(lam)
         beta, it = self.step, 0
-        for it in range(1, self.iterations + 1):
+        for it in range(1, self.iterations + 1):  # noqa: B007 - the count is returned
             new = np.clip(lam - beta * g, self.lam_min, self.lam_max)
             if np.max(np.abs(new - lam)) < self.tol:
                 break

@@ -9,7 +9,8 @@ under ``plugins/learners`` — stays fast.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 def njit(func: Callable[..., Any] | None = None, *, reassociate: bool = False) -> Any:

@@ -124,11 +124,11 @@ def solve_logistic(
         if state is None:
             if diag is None:
                 diag = np.append(np.einsum("ij,ij,i->j", X, X, D), D.sum()) + shift
-            precond = lambda r: r / diag  # noqa: E731 - Jacobi, of the Hessian at the start
+            precond = functools.partial(_jacobi, diag)  # of the Hessian at the start
         else:
             precond = functools.partial(cho_solve, state.factor, check_finite=False)
         gnorm = float(np.linalg.norm(g))
-        p, cg_its = _pcg(lambda v: prob.hessp(D, v), -g, precond, min(0.1, np.sqrt(gnorm)) * gnorm, 4 * theta.size)
+        p, cg_its = _pcg(functools.partial(prob.hessp, D), -g, precond, min(0.1, np.sqrt(gnorm)) * gnorm, 4 * theta.size)
         cg_total += cg_its
         if state is not None and cg_its > _CG_REFRESH:
             state = _state(prob.data_hessian(D), shift)
@@ -196,3 +196,8 @@ def _line_search(prob: _Problem, theta: np.ndarray, f: float, g: np.ndarray, p: 
         if f_new <= f + 1e-4 * t * slope or abs(t * slope) <= 1e-16 * max(abs(f), 1.0):
             return cand, f_new, ym
         t *= 0.5
+
+
+def _jacobi(diag: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """The Jacobi preconditioner: ``r / diag(H)``."""
+    return r / diag

@@ -19,8 +19,8 @@ import numpy as np
 from scipy.special import expit, log_expit
 
 from poisonbench import Param, hookimpl
-from poisonbench.params import declare
 from poisonbench.learner import Model
+from poisonbench.params import declare
 from poisonbench.validation import check_binary_labels, check_matrix, check_weights
 
 
@@ -51,7 +51,7 @@ class _LinearLearner:
             f"tol={self.tol!r}, max_iter={self.max_iter!r})"
         )
 
-    def with_regularisation(self, C_R: float) -> "_LinearLearner":
+    def with_regularisation(self, C_R: float) -> _LinearLearner:
         """A copy of this learner with L2 strength ``C_R`` (what the L2 defences tune)."""
         return type(self)(C_R=C_R, regularise_bias=self.regularise_bias, tol=self.tol, max_iter=self.max_iter)
 

@@ -32,8 +32,8 @@ import numpy as np
 from scipy.special import expit, log_expit
 
 from poisonbench import Param, hookimpl
-from poisonbench.params import declare
 from poisonbench.learner import Classifier, Model
+from poisonbench.params import declare
 from poisonbench.validation import check_binary_labels, check_matrix, check_weights
 
 
@@ -80,7 +80,7 @@ class _TorchL2Learner:
         """The :class:`poisonbench.plugins.bilevel.inner.Architecture` of this learner on ``d`` features."""
         raise NotImplementedError
 
-    def with_lambda(self, lam: Any) -> "_TorchL2Learner":
+    def with_lambda(self, lam: Any) -> _TorchL2Learner:
         """A copy with L2 strength(s) λ (scalar = the same for every layer)."""
         out = copy.copy(self)
         out.lam = self._check_lam(lam)
