@@ -49,11 +49,16 @@ WORKLOADS = {
 
 def trials(host, workload: str):
     w = WORKLOADS[workload]
-    campaign = parse_campaign({
-        "name": f"bench-{workload}", "seeds": w["seeds"], "budgets": w["budgets"],
-        "datasets": [{"name": "tiny", "params": w["params"]}], "learners": [{"name": "toy-ridge"}],
-        "attacks": [{"name": "toy-flip"}],
-    })
+    campaign = parse_campaign(
+        {
+            "name": f"bench-{workload}",
+            "seeds": w["seeds"],
+            "budgets": w["budgets"],
+            "datasets": [{"name": "tiny", "params": w["params"]}],
+            "learners": [{"name": "toy-ridge"}],
+            "attacks": [{"name": "toy-flip"}],
+        }
+    )
     return campaign.trials(host.registry)
 
 
@@ -78,12 +83,19 @@ def main() -> None:
     env = {"PYTHONPATH": str(ROOT / "tests"), "POISONBENCH_LOAD_PLUGINS": ""}
     for cpus in (1, 2):
         t0 = time.perf_counter()
-        ray.init(num_cpus=cpus, object_store_memory=128 * 1024**2, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": env})
+        ray.init(
+            num_cpus=cpus,
+            object_store_memory=128 * 1024**2,
+            include_dashboard=False,
+            log_to_driver=False,
+            runtime_env={"env_vars": env},
+        )
         results.append((f"ray, {cpus} CPU", "ray.init", "", time.perf_counter() - t0, 0))
         executor = RayExecutor(PLUGINS)
         for name, todo in work.items():
-            results.append((f"ray, {cpus} CPU", name, "cold" if name == "short" else "warm", timed(executor, todo), len(todo)))
+            results.append(
+                (f"ray, {cpus} CPU", name, "cold" if name == "short" else "warm", timed(executor, todo), len(todo))
+            )
         results.append((f"ray, {cpus} CPU", "short", "warm", timed(executor, work["short"]), len(work["short"])))
         ray.shutdown()
     with tempfile.TemporaryDirectory() as tmp:
@@ -94,7 +106,9 @@ def main() -> None:
             store.write_trial("bench", o.trial.trial_id, o.rows)
         results.append(("store write", "short", "", time.perf_counter() - t0, len(outcomes)))
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    print(f"host: {platform.node()}, {os.cpu_count()} CPUs, load average {load}, python {platform.python_version()}, ray {ray.__version__}")
+    print(
+        f"host: {platform.node()}, {os.cpu_count()} CPUs, load average {load}, python {platform.python_version()}, ray {ray.__version__}"
+    )
     print("| executor | workload | state | trials | wall s | s / trial |")
     print("|---|---|---|---|---|---|")
     for executor_name, workload, state, wall, n in results:

@@ -93,7 +93,9 @@ def test_cold_fit(benchmark, case):
 
 def test_warm_refit_after_one_point(benchmark, case):
     kind, learner, previous, X2, y2 = case
-    model = benchmark.pedantic(learner.fit, args=(X2, y2), kwargs={"warm_start": previous}, rounds=ROUNDS["warm"], iterations=1)
+    model = benchmark.pedantic(
+        learner.fit, args=(X2, y2), kwargs={"warm_start": previous}, rounds=ROUNDS["warm"], iterations=1
+    )
     assert model.info["converged"]
     cold = learner.fit(X2, y2)
     assert learner.objective(model, X2, y2) == pytest.approx(learner.objective(cold, X2, y2), rel=1e-9)
@@ -138,4 +140,6 @@ def test_print_ratios(capsys):
                 f"J(sklearn)/J(ours) - 1 = {EXCESS.get(kind, float('nan')):.1e}"
             )
         one_pass = MEDIANS.get(("pass", "X @ w"), float("nan"))
-        print(f"  one pass X @ w {one_pass:.4f}  svm warm / one pass {MEDIANS.get(('svm', 'warm'), float('nan')) / one_pass:.2f}")
+        print(
+            f"  one pass X @ w {one_pass:.4f}  svm warm / one pass {MEDIANS.get(('svm', 'warm'), float('nan')) / one_pass:.2f}"
+        )

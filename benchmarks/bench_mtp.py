@@ -51,8 +51,12 @@ def augmented_mnist17(n_train: int, seed: int = 0) -> Dataset:
     imgs = X[pick].reshape(-1, 28, 28)
     aug = np.stack([np.roll(np.roll(im, dy, axis=0), dx, axis=1) for im, (dy, dx) in zip(imgs, shifts)])
     return Dataset(
-        name="mnist17-augmented", X_train=np.vstack([X, aug.reshape(extra, -1)]), y_train=np.concatenate([y, y[pick]]),
-        X_test=base.X_test, y_test=base.y_test, feasible=base.feasible,
+        name="mnist17-augmented",
+        X_train=np.vstack([X, aug.reshape(extra, -1)]),
+        y_train=np.concatenate([y, y[pick]]),
+        X_test=base.X_test,
+        y_test=base.y_test,
+        feasible=base.feasible,
         provenance=dict(base.provenance, augmented_to=n_train, augment="random shifts |d| <= 2 px", augment_seed=seed),
     )
 
@@ -152,13 +156,25 @@ def test_mtp_iteration_speedup(benchmark, state):
     # the same chosen point: the reference LPs on our θ_t reach the closed form's value
     val_lp, x_lp, y_lp = baseline_search(model.theta, target.theta, lo, hi)
     info = {
-        "n_rows": int(X.shape[0]), "n_train": scenario.dataset.n_train, "d": scenario.dataset.n_features,
-        "poisons": int(w[pool.n_clean:].sum()), "baseline_s": base_s, "ours_s": ours_s, "speedup": base_s / ours_s,
-        "fit_baseline_s": fit_base_s, "fit_ours_s": fit_ours_s, "fit_speedup": fit_base_s / fit_ours_s,
-        "search_baseline_s": search_base_s, "search_ours_s": search_ours_s, "search_speedup": search_base_s / search_ours_s,
+        "n_rows": int(X.shape[0]),
+        "n_train": scenario.dataset.n_train,
+        "d": scenario.dataset.n_features,
+        "poisons": int(w[pool.n_clean :].sum()),
+        "baseline_s": base_s,
+        "ours_s": ours_s,
+        "speedup": base_s / ours_s,
+        "fit_baseline_s": fit_base_s,
+        "fit_ours_s": fit_ours_s,
+        "fit_speedup": fit_base_s / fit_ours_s,
+        "search_baseline_s": search_base_s,
+        "search_ours_s": search_ours_s,
+        "search_speedup": search_base_s / search_ours_s,
         "objective_rel_diff_baseline_minus_ours": (obj_base - obj_ours) / obj_ours,
-        "relative_gap_ours": model.info.get("relative_gap"), "value_closed_form": best.value, "value_lp": val_lp,
-        "same_label": bool(y_lp == best.y), "point_max_abs_diff": float(np.abs(x_lp - best.x).max()),
+        "relative_gap_ours": model.info.get("relative_gap"),
+        "value_closed_form": best.value,
+        "value_lp": val_lp,
+        "same_label": bool(y_lp == best.y),
+        "point_max_abs_diff": float(np.abs(x_lp - best.x).max()),
     }
     benchmark.extra_info.update(info)
     print("\nMTP iteration:", {k: (round(v, 10) if isinstance(v, float) else v) for k, v in info.items()})
@@ -181,10 +197,12 @@ def test_mtp_whole_run(benchmark, state):
     for k in (1, 2):
         secs, d = run(k)
         results[k] = (secs, d)
-        print(f"\nMTP whole run k={k}: n_train={scenario.dataset.n_train} poisons={d['n_poisons']} "
-              f"max_loss_diff={d['max_loss_diff']:.4f} test_acc={d['test_accuracy']:.4f} "
-              f"target_test_acc={target.accuracy(scenario.dataset.X_test, scenario.dataset.y_test):.4f} "
-              f"wall={secs:.1f}s")
+        print(
+            f"\nMTP whole run k={k}: n_train={scenario.dataset.n_train} poisons={d['n_poisons']} "
+            f"max_loss_diff={d['max_loss_diff']:.4f} test_acc={d['test_accuracy']:.4f} "
+            f"target_test_acc={target.accuracy(scenario.dataset.X_test, scenario.dataset.y_test):.4f} "
+            f"wall={secs:.1f}s"
+        )
         benchmark.extra_info[f"k{k}_seconds"] = secs
         benchmark.extra_info[f"k{k}_poisons"] = d["n_poisons"]
     benchmark.pedantic(lambda: None, rounds=1)

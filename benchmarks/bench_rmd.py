@@ -37,8 +37,18 @@ def setup(device: str):
     ds = mnist(seed=0, pair="0v8", n_train=256, n_val=256)
     arch = Architecture.mlp(ds.n_features, (128, 32))
     dev = torch.device(device)
-    problem = InnerProblem.from_numpy(arch, ds.X_train, ds.y_train, ds.X_val, ds.y_val, y_p=-ds.y_val[:N_POISON],
-                                      lr=0.01, steps=T, device=dev, dtype=torch.float32)
+    problem = InnerProblem.from_numpy(
+        arch,
+        ds.X_train,
+        ds.y_train,
+        ds.X_val,
+        ds.y_val,
+        y_p=-ds.y_val[:N_POISON],
+        lr=0.01,
+        steps=T,
+        device=dev,
+        dtype=torch.float32,
+    )
     X_p = problem.tensor(ds.X_val[:N_POISON])
     lam = problem.tensor(np.full(3, -2.0))
     return arch, problem, X_p, lam, dev
@@ -62,7 +72,9 @@ def test_rmd_hyperiteration_mlp(benchmark, device):
     if device == "cuda" or FULL:
         hyperiteration(arch, problem, X_p, lam, dev)  # warm-up (CUDA context, kernels)
     t0 = time.perf_counter()
-    X_new, lam_new = benchmark.pedantic(hyperiteration, args=(arch, problem, X_p, lam, dev), rounds=ROUNDS, iterations=1)
+    X_new, lam_new = benchmark.pedantic(
+        hyperiteration, args=(arch, problem, X_p, lam, dev), rounds=ROUNDS, iterations=1
+    )
     print(f"\nRMD hyperiteration, MLP 784x128x32x1, T={T}, {device}: {(time.perf_counter() - t0) / ROUNDS:.3f} s/round")
     assert X_new.shape == X_p.shape and bool(((X_new >= 0) & (X_new <= 1)).all())
     assert bool(torch.isfinite(lam_new).all()) and not torch.equal(X_new, X_p)

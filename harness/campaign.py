@@ -24,8 +24,16 @@ from poisonbench.registry import KINDS, ParameterNameError, ParameterValueError,
 from poisonbench.results import to_json
 
 TOP_KEYS = (
-    "name", "description", "seeds", "budgets", "record_every", "timeout", "max_retries",
-    "feasibility_tol", "resources", *KINDS,
+    "name",
+    "description",
+    "seeds",
+    "budgets",
+    "record_every",
+    "timeout",
+    "max_retries",
+    "feasibility_tol",
+    "resources",
+    *KINDS,
 )
 COMPONENT_KEYS = ("name", "params", "grid", "label")
 DATASET_KEYS = (*COMPONENT_KEYS, "subpopulations")
@@ -163,8 +171,19 @@ class Campaign:
             budget_sets = [(b,) for b in self.budgets] if needs_budget else [self.budgets]
             for subpop, seed, budgets in itertools.product(dataset.subpopulations, self.seeds, budget_sets):
                 trial = Trial(
-                    self.name, dataset, learner, defence, attack, seed, budgets, subpop,
-                    self.record_every, self.feasibility_tol, self.timeout, self.num_cpus, self.num_gpus,
+                    self.name,
+                    dataset,
+                    learner,
+                    defence,
+                    attack,
+                    seed,
+                    budgets,
+                    subpop,
+                    self.record_every,
+                    self.feasibility_tol,
+                    self.timeout,
+                    self.num_cpus,
+                    self.num_gpus,
                     self.max_retries,
                 )
                 out.setdefault(trial.trial_id, trial)
@@ -275,7 +294,10 @@ class _Parser:
 
     def budgets(self, value: Any) -> list[int | float]:
         if value is None:
-            raise self.fail("budgets", "missing: give a list of poison counts (integers) or fractions of the training set (floats in (0, 1])")
+            raise self.fail(
+                "budgets",
+                "missing: give a list of poison counts (integers) or fractions of the training set (floats in (0, 1])",
+            )
         if not isinstance(value, list) or not value:
             raise self.fail("budgets", f"expected a non-empty list, got {value!r}")
         out: list[int | float] = []
@@ -286,7 +308,9 @@ class _Parser:
             if isinstance(b, int) and b < 0:
                 raise self.fail(key, f"expected a non-negative number of poisons, got {b}")
             if isinstance(b, float) and not (0.0 < b <= 1.0):
-                raise self.fail(key, f"a float budget is a fraction of the training set, expected 0 < b <= 1, got {b!r}")
+                raise self.fail(
+                    key, f"a float budget is a fraction of the training set, expected 0 < b <= 1, got {b!r}"
+                )
             out.append(b)
         if len({budget_spec(b) for b in out}) != len(out):
             raise self.fail("budgets", f"duplicate values in {value}")
@@ -337,7 +361,7 @@ class _Parser:
         for values in itertools.product(*(grid[k] for k in keys)):
             setting = dict(zip(keys, values))
             auto = name + ("(" + ",".join(f"{k}={to_json(v)}" for k, v in setting.items()) + ")" if keys else "")
-            lab = auto if label is None else (label + (auto[len(name):] if keys else ""))
+            lab = auto if label is None else (label + (auto[len(name) :] if keys else ""))
             out.append(ComponentSpec(kind, name, {**params, **setting}, lab, subpops))
         return out
 

@@ -44,8 +44,9 @@ class LinearModelLearner(Protocol):
     C_R: float
     regularise_bias: bool
 
-    def fit(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None,
-            warm_start: Model | None = None) -> Model:
+    def fit(
+        self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None, warm_start: Model | None = None
+    ) -> Model:
         """Minimise J(θ); ``warm_start`` is a model fitted earlier on a prefix of these rows."""
         ...
 
@@ -96,8 +97,7 @@ class UnrolledLearner(Protocol):
         """A copy with L2 strength(s) λ."""
         ...
 
-    def fit(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None,
-            warm_start: Any = None) -> Any:
+    def fit(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None, warm_start: Any = None) -> Any:
         """Train for ``steps`` steps; returns a predictor."""
         ...
 

@@ -210,7 +210,11 @@ def _registrar(registry: Registry, kind: str, plugin_name: str, version: str) ->
         if not callable(factory):
             raise PluginError(f"plugin {plugin_name!r}: {kind[:-1]} {comp_name!r} is not callable")
         component = Component(
-            kind, comp_name, factory, plugin_name, version,
+            kind,
+            comp_name,
+            factory,
+            plugin_name,
+            version,
             description if description is not None else describe(factory),
         )
         try:

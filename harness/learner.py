@@ -67,7 +67,6 @@ class Model(Classifier):
         return X @ self.w + self.b
 
 
-
 @runtime_checkable
 class Predictor(Protocol):
     """Anything that classifies: a linear :class:`Model` or a torch network's wrapper."""
@@ -91,7 +90,11 @@ def require_certified(model: Model, who: str) -> Model:
     if info.get("converged", True) is not False:
         return model
     gap = info.get("relative_gap", info.get("grad_norm"))
-    reached = f" (reached {'relative gap' if 'relative_gap' in info else 'gradient norm'} {gap:.3g})" if gap is not None else ""
+    reached = (
+        f" (reached {'relative gap' if 'relative_gap' in info else 'gradient norm'} {gap:.3g})"
+        if gap is not None
+        else ""
+    )
     raise UncertifiedFitError(
         f"{who}: the fit did not reach its tolerance{reached} after {info.get('iterations', '?')} iterations; "
         f"scale the features or raise the learner's max_iter"

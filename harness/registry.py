@@ -117,9 +117,7 @@ class Component:
             "version": self.version,
             "description": self.description,
             "parameters": {k: _jsonable(v) for k, v in self.parameters.items()},
-            "parameter_docs": {
-                k: {"expected": d.describe(), "doc": d.doc} for k, d in self.declarations.items()
-            },
+            "parameter_docs": {k: {"expected": d.describe(), "doc": d.doc} for k, d in self.declarations.items()},
         }
 
 

@@ -84,7 +84,12 @@ COLUMNS: tuple[tuple[str, pa.DataType, str], ...] = (
 COLUMN_NAMES = tuple(name for name, _, _ in COLUMNS)
 SCHEMA = pa.schema([pa.field(name, typ) for name, typ, _ in COLUMNS])
 METRIC_COLUMNS = (
-    "test_accuracy", "subpop_accuracy", "lambda", "max_loss_diff", "param_distance", "lower_bound",
+    "test_accuracy",
+    "subpop_accuracy",
+    "lambda",
+    "max_loss_diff",
+    "param_distance",
+    "lower_bound",
 )
 #: Attack diagnostics copied into columns of their own (the rest stay in ``diagnostics``).
 DIAGNOSTIC_COLUMNS = ("max_loss_diff", "param_distance", "lower_bound")
@@ -135,7 +140,11 @@ def git_revision() -> str | None:
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=here, capture_output=True, text=True, timeout=10, check=True,
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None

@@ -44,7 +44,12 @@ def toy_dataset(n: int = 60, d: int = 4, seed: int = 0) -> Dataset:
     corner_te = np.flatnonzero((y_te < 0) & (X_te[:, 0] > np.median(X_te[:, 0])))
     return Dataset(
         name="toy",
-        X_train=X_tr, y_train=y_tr, X_test=X_te, y_test=y_te, X_val=X_va, y_val=y_va,
+        X_train=X_tr,
+        y_train=y_tr,
+        X_test=X_te,
+        y_test=y_te,
+        X_val=X_va,
+        y_val=y_va,
         feasible=FeasibleSet.box(d, 0.0, 1.0),
         subpopulations={"corner": Subpopulation("corner", corner_tr, corner_te)},
         provenance={"generator": "poisonbench.testing.toy_dataset", "seed": seed},
@@ -97,8 +102,14 @@ def check_learner(learner: Learner, dataset: Dataset | None = None) -> Model:
     return model
 
 
-def check_attack(attack: Attack, dataset: Dataset | None = None, budget: int = 10, learner: Learner | None = None,
-                 subpopulation: str | None = None, seed: int = 0) -> list[PoisonBatch]:
+def check_attack(
+    attack: Attack,
+    dataset: Dataset | None = None,
+    budget: int = 10,
+    learner: Learner | None = None,
+    subpopulation: str | None = None,
+    seed: int = 0,
+) -> list[PoisonBatch]:
     """The attack yields valid batches inside the feasible set, respects the budget, is
     deterministic under a seed and leaves the clean data untouched."""
     data = dataset or toy_dataset()
@@ -111,7 +122,9 @@ def check_attack(attack: Attack, dataset: Dataset | None = None, budget: int = 1
     total = 0
     for i, batch in enumerate(batches):
         assert isinstance(batch, PoisonBatch), f"batch {i} is {type(batch).__name__}, expected PoisonBatch"
-        assert batch.X.shape[1] == data.n_features, f"batch {i} has {batch.X.shape[1]} features, expected {data.n_features}"
+        assert batch.X.shape[1] == data.n_features, (
+            f"batch {i} has {batch.X.shape[1]} features, expected {data.n_features}"
+        )
         assert data.feasible.contains(batch.X).all(), f"batch {i} has poisons outside the feasible set"
         assert isinstance(batch.diagnostics, dict), f"batch {i}: diagnostics must be a dict"
         total += len(batch)
@@ -135,7 +148,9 @@ def check_defence(defence: Defence, dataset: Dataset | None = None, learner: Lea
     for key, value in fit.hyperparameters.items():
         assert np.isfinite(float(value)), f"hyperparameter {key!r} is not a finite number: {value!r}"
     if fit.kept is not None:
-        assert fit.kept.shape == y.shape and fit.kept.dtype == bool, "DefendedFit.kept must be a boolean mask over the rows"
+        assert fit.kept.shape == y.shape and fit.kept.dtype == bool, (
+            "DefendedFit.kept must be a boolean mask over the rows"
+        )
     acc = fit.model.accuracy(data.X_test, data.y_test)
     assert 0.0 <= acc <= 1.0, f"accuracy {acc} outside [0, 1]"
     return fit

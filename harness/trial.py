@@ -46,12 +46,20 @@ def run_trial(trial: Trial, host: PluginHost, executor: str = "local") -> list[d
     return _TrialRun(trial, host, executor).run()
 
 
-def failure_rows(trial: Trial, error: str, executor: str, started_at: Any = None, wall_seconds: float | None = None) -> list[dict[str, Any]]:
+def failure_rows(
+    trial: Trial, error: str, executor: str, started_at: Any = None, wall_seconds: float | None = None
+) -> list[dict[str, Any]]:
     """The single failed row of a trial that produced nothing (timeout, crashed worker)."""
     row = {
         **base_row(trial, executor),
-        "kind": "checkpoint", "checkpoint": 0, "step": 0, "status": "failed", "error": error,
-        "started_at": started_at or utcnow(), "finished_at": utcnow(), "wall_seconds": wall_seconds,
+        "kind": "checkpoint",
+        "checkpoint": 0,
+        "step": 0,
+        "status": "failed",
+        "error": error,
+        "started_at": started_at or utcnow(),
+        "finished_at": utcnow(),
+        "wall_seconds": wall_seconds,
     }
     return [row]
 
@@ -128,7 +136,9 @@ class _TrialRun:
         t = self.trial
         ds = self._create("dataset")
         if not isinstance(ds, Dataset):
-            raise ComponentError(f"dataset {t.dataset.name!r}: factory returned {type(ds).__name__}, expected poisonbench.dataset.Dataset")
+            raise ComponentError(
+                f"dataset {t.dataset.name!r}: factory returned {type(ds).__name__}, expected poisonbench.dataset.Dataset"
+            )
         self.dataset = ds
         self.base.update(n_train=ds.n_train)
         learner = self._create("learner")
@@ -138,7 +148,9 @@ class _TrialRun:
         self.pending = [(i, b, n) for i, (n, _, b) in enumerate(resolved)]
         self.stage = ("scenario", "")
         try:
-            scenario = Scenario(ds, learner, defence, budget=resolved[-1][0], seed=t.seed, subpopulation=t.subpopulation)
+            scenario = Scenario(
+                ds, learner, defence, budget=resolved[-1][0], seed=t.seed, subpopulation=t.subpopulation
+            )
         except KeyError as exc:
             raise ComponentError(f"dataset {t.dataset.name!r}: {exc.args[0]}") from None
         self.scenario, self.learner, self.defence = scenario, learner, defence
@@ -163,20 +175,30 @@ class _TrialRun:
     def _accept(self, batch: Any) -> None:
         name = self.trial.attack.name
         if not isinstance(batch, PoisonBatch):
-            raise ComponentError(f"attack {name!r}: yielded {type(batch).__name__}, expected poisonbench.attack.PoisonBatch")
+            raise ComponentError(
+                f"attack {name!r}: yielded {type(batch).__name__}, expected poisonbench.attack.PoisonBatch"
+            )
         X, y, d = np.asarray(batch.X), np.asarray(batch.y), self.dataset.n_features
         if X.ndim != 2 or X.shape[1] != d or y.shape != (X.shape[0],):
-            raise ComponentError(f"attack {name!r}: yielded poisons X{X.shape}, y{y.shape}; expected X (k, {d}), y (k,)")
+            raise ComponentError(
+                f"attack {name!r}: yielded poisons X{X.shape}, y{y.shape}; expected X (k, {d}), y (k,)"
+            )
         if not (np.isfinite(X).all() and np.isfinite(y).all()):
             raise ComponentError(f"attack {name!r}: yielded non-finite poison values (NaN or inf)")
         if not np.isin(y, (-1.0, 1.0)).all():
             raise ComponentError(f"attack {name!r}: yielded labels {np.unique(y)[:5].tolist()}, expected -1 or +1")
         if self.count + len(y) > self.scenario.budget:
-            raise ComponentError(f"attack {name!r}: exceeded the budget: {self.count + len(y)} poisons > {self.scenario.budget}")
+            raise ComponentError(
+                f"attack {name!r}: exceeded the budget: {self.count + len(y)} poisons > {self.scenario.budget}"
+            )
         inside = self.dataset.feasible.contains(X, atol=self.trial.feasibility_tol)
         if not inside.all():
             fs, i = self.dataset.feasible, int(np.flatnonzero(~inside)[0])
-            j = int(np.flatnonzero((X[i] < fs.lo - self.trial.feasibility_tol) | (X[i] > fs.hi + self.trial.feasibility_tol))[0])
+            j = int(
+                np.flatnonzero(
+                    (X[i] < fs.lo - self.trial.feasibility_tol) | (X[i] > fs.hi + self.trial.feasibility_tol)
+                )[0]
+            )
             raise ComponentError(
                 f"attack {name!r}: {int((~inside).sum())} poison(s) outside the feasible set (first: feature {j} = "
                 f"{X[i, j]:g} not in [{fs.lo[j]:g}, {fs.hi[j]:g}], tolerance {self.trial.feasibility_tol:g})"
@@ -200,11 +222,20 @@ class _TrialRun:
             n = min(budget, reached)
             if n not in fitted:
                 fitted[n] = self._evaluate(n)
-            self.rows.append({
-                **self.base, **fitted[n], "kind": "checkpoint", "checkpoint": index, "step": self.step,
-                "status": "ok", "budget_spec": budget_spec(spec), "budget": budget, "stopped_early": n < budget,
-                "wall_seconds": time.perf_counter() - self.t0,
-            })
+            self.rows.append(
+                {
+                    **self.base,
+                    **fitted[n],
+                    "kind": "checkpoint",
+                    "checkpoint": index,
+                    "step": self.step,
+                    "status": "ok",
+                    "budget_spec": budget_spec(spec),
+                    "budget": budget,
+                    "stopped_early": n < budget,
+                    "wall_seconds": time.perf_counter() - self.t0,
+                }
+            )
             self.pending.pop(0)
 
     def _evaluate(self, n: int) -> dict[str, Any]:
@@ -212,8 +243,11 @@ class _TrialRun:
         Xp, yp = self._poisons(n)
         self.stage = ("defence", self.trial.defence.name)
         fit = self.defence.fit(
-            self.learner, np.vstack([ds.X_train, Xp]), np.concatenate([ds.y_train, yp]),
-            X_val=ds.X_val, y_val=ds.y_val,
+            self.learner,
+            np.vstack([ds.X_train, Xp]),
+            np.concatenate([ds.y_train, yp]),
+            X_val=ds.X_val,
+            y_val=ds.y_val,
         )
         hyper = dict(getattr(fit, "hyperparameters", {}) or {})
         model = fit.model
@@ -241,14 +275,22 @@ class _TrialRun:
 
     def _trace(self) -> None:
         diag = self.diagnostics
-        self.rows.append({
-            **self.base, **self._diagnostic_columns(), "kind": "trace", "checkpoint": -1, "step": self.step,
-            "status": "ok", "n_poisons": self.count, "poison_fraction": self.count / self.dataset.n_train,
-            "test_accuracy": finite_or_none(diag.get("test_accuracy")),
-            "subpop_accuracy": finite_or_none(diag.get("subpop_accuracy")),
-            "lambda": finite_or_none(diag.get("lambda")),
-            "wall_seconds": time.perf_counter() - self.t0,
-        })
+        self.rows.append(
+            {
+                **self.base,
+                **self._diagnostic_columns(),
+                "kind": "trace",
+                "checkpoint": -1,
+                "step": self.step,
+                "status": "ok",
+                "n_poisons": self.count,
+                "poison_fraction": self.count / self.dataset.n_train,
+                "test_accuracy": finite_or_none(diag.get("test_accuracy")),
+                "subpop_accuracy": finite_or_none(diag.get("subpop_accuracy")),
+                "lambda": finite_or_none(diag.get("lambda")),
+                "wall_seconds": time.perf_counter() - self.t0,
+            }
+        )
 
     def _fail(self, exc: Exception) -> None:
         kind, name = self.stage
@@ -262,9 +304,19 @@ class _TrialRun:
         for row in self.rows:
             row.update(status="failed", error=error)
         index, spec, budget = self.pending[0] if self.pending else (0, None, None)
-        self.rows.append({
-            **self.base, **self._diagnostic_columns(), "kind": "checkpoint", "checkpoint": index, "step": self.step,
-            "status": "failed", "error": error, "traceback": tb, "n_poisons": self.count,
-            "budget_spec": None if spec is None else budget_spec(spec), "budget": budget,
-            "wall_seconds": time.perf_counter() - self.t0,
-        })
+        self.rows.append(
+            {
+                **self.base,
+                **self._diagnostic_columns(),
+                "kind": "checkpoint",
+                "checkpoint": index,
+                "step": self.step,
+                "status": "failed",
+                "error": error,
+                "traceback": tb,
+                "n_poisons": self.count,
+                "budget_spec": None if spec is None else budget_spec(spec),
+                "budget": budget,
+                "wall_seconds": time.perf_counter() - self.t0,
+            }
+        )

@@ -23,8 +23,12 @@ Column = tuple[str, str, "str | None"]
 def leaderboard_columns(rows: Sequence[dict[str, Any]]) -> list[Column]:
     """Key columns, then every metric that has a value in some row."""
     cols: list[Column] = [(DISPLAY.get(k, k), k, None) for k in GROUP]
-    cols += [("budget", "budget_spec", None), ("rank", "rank", None), ("attack", "attack_label", None),
-             ("n_poisons", "n_poisons", None)]
+    cols += [
+        ("budget", "budget_spec", None),
+        ("rank", "rank", None),
+        ("attack", "attack_label", None),
+        ("n_poisons", "n_poisons", None),
+    ]
     cols += [(m, m, f"{m}_se") for m in METRICS if any(r.get(m) is not None for r in rows)]
     cols += [("seeds", "seeds", None), ("failed", "failed", None)]
     return _drop_empty(cols, rows)
@@ -35,8 +39,13 @@ def compare_columns(rows: Sequence[dict[str, Any]]) -> list[Column]:
     keys = [k for k in rows[0] if k in (*GROUP, "attack_label", "budget_spec")] if rows else []
     a, b = (rows[0]["a"], rows[0]["b"]) if rows else ("a", "b")
     cols: list[Column] = [(DISPLAY.get(k, k), k, None) for k in keys]
-    cols += [(str(a), "a_mean", "a_se"), (str(b), "b_mean", "b_se"), (f"{b} - {a}", "diff", "diff_se"),
-             ("seeds a", "a_seeds", None), ("seeds b", "b_seeds", None)]
+    cols += [
+        (str(a), "a_mean", "a_se"),
+        (str(b), "b_mean", "b_se"),
+        (f"{b} - {a}", "diff", "diff_se"),
+        ("seeds a", "a_seeds", None),
+        ("seeds b", "b_seeds", None),
+    ]
     return _drop_empty(cols, rows)
 
 
@@ -75,7 +84,9 @@ def text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """A plain aligned text table."""
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
     fmt = "  ".join(f"{{:{w}}}" for w in widths)
-    return "\n".join([fmt.format(*header), fmt.format(*("-" * w for w in widths))] + [fmt.format(*map(str, r)) for r in rows])
+    return "\n".join(
+        [fmt.format(*header), fmt.format(*("-" * w for w in widths))] + [fmt.format(*map(str, r)) for r in rows]
+    )
 
 
 def _machine_headers(columns: Sequence[Column]) -> list[str]:

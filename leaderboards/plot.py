@@ -45,8 +45,13 @@ def plot(table: pa.Table, kind: str, output: str | Path, metric: str = "test_acc
         series = _series(rows, GROUP[1:], ("attack_label",), "n_poisons", "max_loss_diff")
         labels = ("number of poisons", "max loss difference (loss-based distance)")
     else:
-        series = _series(_kind(ok, "checkpoint"), ("dataset_label", "learner_label"), ("defence_label", "attack_label"),
-                         "poison_fraction", "lambda")
+        series = _series(
+            _kind(ok, "checkpoint"),
+            ("dataset_label", "learner_label"),
+            ("defence_label", "attack_label"),
+            "poison_fraction",
+            "lambda",
+        )
         labels = ("poison fraction n_p / n_train", "λ (log L2 strength)")
     if not series:
         raise ValueError(f"plot {kind}: no successful rows with values to plot in the selected campaigns")
@@ -72,7 +77,9 @@ def _series(
     agg = table.group_by([*panel_keys, *line_keys, x], use_threads=False).aggregate(
         [(y, "mean"), (y, "stddev", pc.VarianceOptions(ddof=1)), (y, "count")]
     )
-    out: dict[tuple[Any, ...], dict[tuple[Any, ...], list[tuple[float, float, float]]]] = defaultdict(lambda: defaultdict(list))
+    out: dict[tuple[Any, ...], dict[tuple[Any, ...], list[tuple[float, float, float]]]] = defaultdict(
+        lambda: defaultdict(list)
+    )
     for r in agg.to_pylist():
         sd, n = r[f"{y}_stddev"], r[f"{y}_count"]
         se = sd / np.sqrt(n) if sd is not None and n > 1 else 0.0

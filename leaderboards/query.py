@@ -24,8 +24,11 @@ ENTRY = (*GROUP, "attack_label", "budget_spec")
 METRICS = ("test_accuracy", "subpop_accuracy", "lambda", "max_loss_diff", "param_distance", "lower_bound")
 #: Output names of the key columns (labels shown under their kind's name).
 DISPLAY = {
-    "dataset_label": "dataset", "learner_label": "learner", "defence_label": "defence",
-    "attack_label": "attack", "budget_spec": "budget",
+    "dataset_label": "dataset",
+    "learner_label": "learner",
+    "defence_label": "defence",
+    "attack_label": "attack",
+    "budget_spec": "budget",
 }
 COMPARE_BY = {"attacks": "attack_label", "campaigns": "campaign"}
 
@@ -39,7 +42,9 @@ def checkpoints(table: pa.Table, budgets: Iterable[str] | None = None) -> pa.Tab
         present = set(rows["budget_spec"].drop_null().to_pylist())
         unknown = [b for b in wanted if b not in present]
         if unknown:
-            raise ValueError(f"--budget {unknown[0]}: no results at this budget; budgets in the store: {', '.join(sorted(present, key=float)) or '(none)'}")
+            raise ValueError(
+                f"--budget {unknown[0]}: no results at this budget; budgets in the store: {', '.join(sorted(present, key=float)) or '(none)'}"
+            )
         rows = rows.filter(pc.is_in(rows["budget_spec"], pa.array(wanted)))
     return rows
 
@@ -157,7 +162,9 @@ def compare(
         if name not in present:
             close = difflib.get_close_matches(name, present, n=3, cutoff=0.5)
             hint = f" Did you mean: {', '.join(close)}?" if close else ""
-            raise ValueError(f"{by[:-1]} {name!r} has no results in the store.{hint} Found: {', '.join(present) or '(none)'}")
+            raise ValueError(
+                f"{by[:-1]} {name!r} has no results in the store.{hint} Found: {', '.join(present) or '(none)'}"
+            )
     keys = [k for k in ENTRY if k != column]
     sides = {}
     for name in (a, b):
@@ -168,10 +175,18 @@ def compare(
     for key in sorted(shared, key=lambda k: (_sort_key(k[:-1]), _budget_order([sides[a][k]]))):
         ea, eb = sides[a][key], sides[b][key]
         row = dict(zip(keys, key))
-        row.update({
-            "a": a, "b": b, "a_mean": ea[metric], "a_se": ea[f"{metric}_se"], "a_seeds": ea["seeds"],
-            "b_mean": eb[metric], "b_se": eb[f"{metric}_se"], "b_seeds": eb["seeds"],
-        })
+        row.update(
+            {
+                "a": a,
+                "b": b,
+                "a_mean": ea[metric],
+                "a_se": ea[f"{metric}_se"],
+                "a_seeds": ea["seeds"],
+                "b_mean": eb[metric],
+                "b_se": eb[f"{metric}_se"],
+                "b_seeds": eb["seeds"],
+            }
+        )
         both = ea[metric] is not None and eb[metric] is not None
         row["diff"] = eb[metric] - ea[metric] if both else None
         ses = [s for s in (ea[f"{metric}_se"], eb[f"{metric}_se"]) if s is not None]

@@ -127,7 +127,9 @@ class Store:
         tables = []
         for name in names:
             if not self.campaign_dir(name).is_dir():
-                raise ValueError(f"campaign {name!r} has no results in {self.root}; found: {', '.join(self.campaigns()) or '(none)'}")
+                raise ValueError(
+                    f"campaign {name!r} has no results in {self.root}; found: {', '.join(self.campaigns()) or '(none)'}"
+                )
             for path, _ in self._trial_files(name):
                 table = _read(path, columns)
                 if table is not None:

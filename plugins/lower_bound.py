@@ -35,8 +35,15 @@ class LowerBound:
         return int(np.ceil(self.value - 1e-9)) if self.value > 0 else 0
 
 
-def certified_lower_bound(scenario: Scenario, induced: Model, epsilon: float, copies: int = 1,
-                          max_poisons: int | None = None, solver: str = "auto", onehot: str = "ignore") -> LowerBound:
+def certified_lower_bound(
+    scenario: Scenario,
+    induced: Model,
+    epsilon: float,
+    copies: int = 1,
+    max_poisons: int | None = None,
+    solver: str = "auto",
+    onehot: str = "ignore",
+) -> LowerBound:
     """Theorem-2 lower bound on the poisons needed to induce ``induced`` from the clean data.
 
     Runs Algorithm 1 with ``induced`` as its target until the iterate is ``epsilon``-close (or

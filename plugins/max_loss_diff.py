@@ -60,7 +60,9 @@ def hinge_loss_diff(theta_t: np.ndarray, theta_p: np.ndarray, X: np.ndarray, y: 
 def logistic_loss_diff(theta_t: np.ndarray, theta_p: np.ndarray, X: np.ndarray, y: np.ndarray | float) -> np.ndarray:
     """``log(1 + e^{−y f_t(x)}) − log(1 + e^{−y f_p(x)})`` row by row (θ = (w, b))."""
     X = np.atleast_2d(X)
-    return np.logaddexp(0.0, -y * (X @ theta_t[:-1] + theta_t[-1])) - np.logaddexp(0.0, -y * (X @ theta_p[:-1] + theta_p[-1]))
+    return np.logaddexp(0.0, -y * (X @ theta_t[:-1] + theta_t[-1])) - np.logaddexp(
+        0.0, -y * (X @ theta_p[:-1] + theta_p[-1])
+    )
 
 
 def box_knapsack(c: np.ndarray, a: np.ndarray, beta: float, lo: np.ndarray, hi: np.ndarray) -> np.ndarray | None:
@@ -109,8 +111,9 @@ def _hinge_pieces(theta_t: np.ndarray, theta_p: np.ndarray, y: float) -> list[tu
     ]
 
 
-def hinge_max_loss_diff_box(theta_t: np.ndarray, theta_p: np.ndarray, lo: np.ndarray, hi: np.ndarray,
-                            labels: Sequence[float] = LABELS) -> MaxLossDiff:
+def hinge_max_loss_diff_box(
+    theta_t: np.ndarray, theta_p: np.ndarray, lo: np.ndarray, hi: np.ndarray, labels: Sequence[float] = LABELS
+) -> MaxLossDiff:
     """Exact ``max_{lo ≤ x ≤ hi, y} hinge(θ_t) − hinge(θ_p)`` by the closed form (module doc)."""
     best: MaxLossDiff | None = None
     for y in labels:
@@ -148,7 +151,9 @@ class CvxpyHinge:
         d = feasible.n_features
         int_mask = feasible.integer if integer else np.zeros(d, bool)
         self.milp = bool(int_mask.any())
-        self.relaxed = (not integer and bool(feasible.integer.any())) or (onehot == "ignore" and bool(feasible.onehot_groups))
+        self.relaxed = (not integer and bool(feasible.integer.any())) or (
+            onehot == "ignore" and bool(feasible.onehot_groups)
+        )
         cont, ints = np.flatnonzero(~int_mask), np.flatnonzero(int_mask)
         parts = []
         cons = []
@@ -230,9 +235,18 @@ class CvxpyHinge:
         return best
 
 
-def logistic_max_loss_diff(theta_t: np.ndarray, theta_p: np.ndarray, feasible: FeasibleSet, rng: np.random.Generator,
-                           restarts: int = 10, lr: float = 0.1, max_steps: int = 20_000, tol: float = 1e-7,
-                           init: np.ndarray | None = None, labels: Sequence[float] = LABELS) -> MaxLossDiff:
+def logistic_max_loss_diff(
+    theta_t: np.ndarray,
+    theta_p: np.ndarray,
+    feasible: FeasibleSet,
+    rng: np.random.Generator,
+    restarts: int = 10,
+    lr: float = 0.1,
+    max_steps: int = 20_000,
+    tol: float = 1e-7,
+    init: np.ndarray | None = None,
+    labels: Sequence[float] = LABELS,
+) -> MaxLossDiff:
     """Approximate ``max_{x, y} logistic(θ_t) − logistic(θ_p)`` by projected Adam ascent.
 
     ``restarts`` uniform random starts in the box per label (plus the rows of ``init``, e.g.
@@ -306,8 +320,17 @@ class MaxLossDiffSolver:
         Logistic only: the projected Adam settings.
     """
 
-    def __init__(self, loss: str, feasible: FeasibleSet, solver: str = "auto", onehot: str = "ignore",
-                 restarts: int = 10, lr: float = 0.1, max_steps: int = 20_000, tol: float = 1e-7) -> None:
+    def __init__(
+        self,
+        loss: str,
+        feasible: FeasibleSet,
+        solver: str = "auto",
+        onehot: str = "ignore",
+        restarts: int = 10,
+        lr: float = 0.1,
+        max_steps: int = 20_000,
+        tol: float = 1e-7,
+    ) -> None:
         if loss not in ("hinge", "logistic"):
             raise ValueError(f"loss: expected 'hinge' or 'logistic', got {loss!r}")
         if solver not in SOLVERS:
@@ -318,19 +341,27 @@ class MaxLossDiffSolver:
         self.adam = dict(restarts=restarts, lr=lr, max_steps=max_steps, tol=tol)
         has_int = bool(feasible.integer.any())
         if solver == "auto":
-            solver = "milp" if has_int else ("cvxpy" if onehot != "ignore" and feasible.onehot_groups else "closed-form")
+            solver = (
+                "milp" if has_int else ("cvxpy" if onehot != "ignore" and feasible.onehot_groups else "closed-form")
+            )
         self.solver = solver
         self._cvx: CvxpyHinge | None = None
         if loss == "hinge" and solver in ("cvxpy", "milp"):
             self._cvx = CvxpyHinge(feasible, integer=(solver == "milp"), onehot=onehot)
         self._relaxed_box = has_int or (bool(feasible.onehot_groups) and onehot != "ignore")
 
-    def __call__(self, theta_t: np.ndarray, theta_p: np.ndarray, rng: np.random.Generator | None = None,
-                 init: np.ndarray | None = None) -> MaxLossDiff:
+    def __call__(
+        self,
+        theta_t: np.ndarray,
+        theta_p: np.ndarray,
+        rng: np.random.Generator | None = None,
+        init: np.ndarray | None = None,
+    ) -> MaxLossDiff:
         """The maximiser for θ_t against θ_p (``rng`` and ``init`` are used by the logistic path)."""
         if self.loss == "logistic":
-            return logistic_max_loss_diff(theta_t, theta_p, self.feasible, rng or np.random.default_rng(0),
-                                          init=init, **self.adam)
+            return logistic_max_loss_diff(
+                theta_t, theta_p, self.feasible, rng or np.random.default_rng(0), init=init, **self.adam
+            )
         if self._cvx is not None:
             return self._cvx.max_loss_diff(theta_t, theta_p)
         res = hinge_max_loss_diff_box(theta_t, theta_p, self.feasible.lo, self.feasible.hi)

@@ -139,8 +139,14 @@ class _OnlineRun:
             raise ValueError(f"target: expected a model with {data.n_features} weights, got {target.w.shape[0]}")
         self.data, self.target = data, target
         self.search = MaxLossDiffSolver(
-            self.learner.loss_kind, scenario.feasible, solver=settings.solver, onehot=settings.onehot,
-            restarts=settings.restarts, lr=settings.lr, max_steps=settings.max_steps, tol=settings.adam_tol,
+            self.learner.loss_kind,
+            scenario.feasible,
+            solver=settings.solver,
+            onehot=settings.onehot,
+            restarts=settings.restarts,
+            lr=settings.lr,
+            max_steps=settings.max_steps,
+            tol=settings.adam_tol,
         )
         self.rng = scenario.rng(stream=7)
         self.sub = data.subpopulation(scenario.subpopulation) if scenario.subpopulation else None

@@ -57,14 +57,21 @@ def cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "poisonbench")
 
 
-def make_target(spec: str, scenario: Scenario, *, quantiles: Sequence[float] | None = None,
-                repeats: Sequence[int] | None = None, flip_source: str = "test", cache: bool = True) -> Model:
+def make_target(
+    spec: str,
+    scenario: Scenario,
+    *,
+    quantiles: Sequence[float] | None = None,
+    repeats: Sequence[int] | None = None,
+    flip_source: str = "test",
+    cache: bool = True,
+) -> Model:
     """The target model named by ``spec`` (module doc) for ``scenario``'s data and learner.
 
     ``quantiles`` / ``repeats`` replace the reference grids (smaller grids in tests)."""
     parse_spec(spec)
     if spec.startswith("file:"):
-        return load_target(spec[len("file:"):], scenario.dataset.n_features)
+        return load_target(spec[len("file:") :], scenario.dataset.n_features)
     if flip_source not in ("test", "train"):
         raise ValueError(f"flip_source: expected 'test' or 'train', got {flip_source!r}")
     kind, rate, improved = _parse(spec, scenario)
@@ -138,8 +145,14 @@ def _check_grid(quantiles: Sequence[float], repeats: Sequence[int]) -> None:
         raise ValueError(f"repeats: expected a non-empty list of positive integers, got {list(repeats)}")
 
 
-def _flip_grid(scenario: Scenario, X_s: np.ndarray, y_s: np.ndarray, quantiles: Sequence[float],
-               repeats: Sequence[int], adaptive: bool) -> list[tuple[Model, float, int, int]]:
+def _flip_grid(
+    scenario: Scenario,
+    X_s: np.ndarray,
+    y_s: np.ndarray,
+    quantiles: Sequence[float],
+    repeats: Sequence[int],
+    adaptive: bool,
+) -> list[tuple[Model, float, int, int]]:
     """Fit the label-flip grid (quantile outer, repeat inner, as the reference); returns
     (model, quantile, repeat, number of flipped points) per grid cell."""
     data, learner = scenario.dataset, scenario.learner
@@ -162,13 +175,22 @@ def _flip_grid(scenario: Scenario, X_s: np.ndarray, y_s: np.ndarray, quantiles: 
 
 def _describe(model: Model, scenario: Scenario, **info: Any) -> Model:
     data = scenario.dataset
-    info = dict(info, clean_objective=scenario.learner.objective(model, data.X_train, data.y_train),
-                test_accuracy=model.accuracy(data.X_test, data.y_test))
+    info = dict(
+        info,
+        clean_objective=scenario.learner.objective(model, data.X_train, data.y_train),
+        test_accuracy=model.accuracy(data.X_test, data.y_test),
+    )
     return Model(model.w, model.b, info=info)
 
 
-def error_target(scenario: Scenario, rate: float, quantiles: Sequence[float] = ERROR_QUANTILES,
-                 repeats: Sequence[int] = ERROR_REPEATS, improved: bool = False, flip_source: str = "test") -> Model:
+def error_target(
+    scenario: Scenario,
+    rate: float,
+    quantiles: Sequence[float] = ERROR_QUANTILES,
+    repeats: Sequence[int] = ERROR_REPEATS,
+    improved: bool = False,
+    flip_source: str = "test",
+) -> Model:
     """Indiscriminate target of test error > ``rate`` (Koh et al.; ``improved``: MTP D.3)."""
     data, learner = scenario.dataset, scenario.learner
     X_s, y_s = (data.X_test, data.y_test) if flip_source == "test" else (data.X_train, data.y_train)
@@ -188,8 +210,12 @@ def error_target(scenario: Scenario, rate: float, quantiles: Sequence[float] = E
     return _describe(best, scenario, spec=spec, **best_info)
 
 
-def subpop_target(scenario: Scenario, quantiles: Sequence[float] = SUBPOP_QUANTILES,
-                  repeats: Sequence[int] = SUBPOP_REPEATS, flip_source: str = "test") -> Model:
+def subpop_target(
+    scenario: Scenario,
+    quantiles: Sequence[float] = SUBPOP_QUANTILES,
+    repeats: Sequence[int] = SUBPOP_REPEATS,
+    flip_source: str = "test",
+) -> Model:
     """Target with 0 % accuracy on the subpopulation's test points and the lowest clean loss."""
     data, learner = scenario.dataset, scenario.learner
     if scenario.subpopulation is None:
@@ -266,7 +292,9 @@ def _code_fingerprint(learner: Any) -> str:
     return h.hexdigest()
 
 
-def _cache_key(spec: str, scenario: Scenario, quantiles: Sequence[float], repeats: Sequence[int], flip_source: str) -> str:
+def _cache_key(
+    spec: str, scenario: Scenario, quantiles: Sequence[float], repeats: Sequence[int], flip_source: str
+) -> str:
     data, learner = scenario.dataset, scenario.learner
     h = hashlib.sha256()
     for arr in (data.X_train, data.y_train, data.X_test, data.y_test):
@@ -275,11 +303,21 @@ def _cache_key(spec: str, scenario: Scenario, quantiles: Sequence[float], repeat
     if sub is not None:
         h.update(sub.train_idx.tobytes() + b"|" + sub.test_idx.tobytes())
     meta = {
-        "version": _CACHE_VERSION, "code": _code_fingerprint(learner), "spec": spec, "seed": scenario.seed, "subpopulation": scenario.subpopulation,
-        "provenance": data.provenance, "learner": {"name": learner.name, "C_R": learner.C_R,
-                                                   "regularise_bias": learner.regularise_bias,
-                                                   "repr": repr(learner)},
-        "quantiles": [float(q) for q in quantiles], "repeats": [int(r) for r in repeats], "flip_source": flip_source,
+        "version": _CACHE_VERSION,
+        "code": _code_fingerprint(learner),
+        "spec": spec,
+        "seed": scenario.seed,
+        "subpopulation": scenario.subpopulation,
+        "provenance": data.provenance,
+        "learner": {
+            "name": learner.name,
+            "C_R": learner.C_R,
+            "regularise_bias": learner.regularise_bias,
+            "repr": repr(learner),
+        },
+        "quantiles": [float(q) for q in quantiles],
+        "repeats": [int(r) for r in repeats],
+        "flip_source": flip_source,
     }
     h.update(json.dumps(meta, sort_keys=True, default=str).encode())
     return h.hexdigest()[:32]

@@ -16,8 +16,15 @@ from poisonbench.capabilities import LinearModelLearner
 from poisonbench.learner import Model
 
 
-def theorem2_z(learner: LinearModelLearner, model: Model, target: Model, X_clean: np.ndarray, y_clean: np.ndarray,
-               sup_loss_diff: float, target_clean_loss: float | None = None) -> float | None:
+def theorem2_z(
+    learner: LinearModelLearner,
+    model: Model,
+    target: Model,
+    X_clean: np.ndarray,
+    y_clean: np.ndarray,
+    sup_loss_diff: float,
+    target_clean_loss: float | None = None,
+) -> float | None:
     """z(θ) of Theorem 2 for ``model`` θ against ``target`` θ_p, or None when the numerator or
     the denominator is not positive (then θ gives no bound).
 

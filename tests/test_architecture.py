@@ -26,9 +26,17 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-FOLDERS = {"poisonbench": ROOT / "harness", "poisonbench.plugins": ROOT / "plugins",
-           "poisonbench.leaderboards": ROOT / "leaderboards"}
-LAYER_OF_PREFIX = (("poisonbench.cli", 3), ("poisonbench.__main__", 3), ("poisonbench.plugins", 2), ("poisonbench.leaderboards", 2))
+FOLDERS = {
+    "poisonbench": ROOT / "harness",
+    "poisonbench.plugins": ROOT / "plugins",
+    "poisonbench.leaderboards": ROOT / "leaderboards",
+}
+LAYER_OF_PREFIX = (
+    ("poisonbench.cli", 3),
+    ("poisonbench.__main__", 3),
+    ("poisonbench.plugins", 2),
+    ("poisonbench.leaderboards", 2),
+)
 
 
 def module_files() -> dict[str, Path]:
@@ -119,7 +127,9 @@ def test_cycle_detection_finds_a_planted_cycle():
 def test_imports_point_down_the_layers_only():
     graph = import_graph()
     upward = sorted(
-        (a, b) for a, targets in graph.items() for b in targets
+        (a, b)
+        for a, targets in graph.items()
+        for b in targets
         if layer(b) > layer(a) or (layer(a) == layer(b) == 2 and a.split(".")[1] != b.split(".")[1])
     )
     assert upward == []
@@ -142,7 +152,8 @@ def test_every_builtin_plugin_module_is_listed_and_nothing_else():
     from poisonbench.host import BUILTIN_PLUGINS
 
     with_hooks = {
-        name for name, path in module_files().items()
+        name
+        for name, path in module_files().items()
         if name.startswith("poisonbench.plugins.") and "\ndef register_" in path.read_text(encoding="utf-8")
     }
     assert set(BUILTIN_PLUGINS) == with_hooks
@@ -158,8 +169,21 @@ def test_a_wheel_installs_only_the_poisonbench_package(tmp_path):
     for folder in FOLDERS.values():
         shutil.copytree(folder, source / folder.name, ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(source)],
-        check=True, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(source),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     )
     (wheel,) = tmp_path.glob("poisonbench-*.whl")
     names = zipfile.ZipFile(wheel).namelist()

@@ -66,7 +66,12 @@ def test_example_campaign_expands_grid_seeds_subpops_and_budget_needing_attacks(
 
 def test_trial_id_is_a_hash_of_the_resolved_config_only(tmp_path, host):
     a = campaign(tmp_path, host, 'name = "toy-flip"\nparams = { copies = 1 }')
-    b = campaign(tmp_path, host, 'name = "toy-flip"\nparams = { copies = 1 }\nlabel = "renamed"', base="timeout = 5\n" + BASE.replace('"t"', '"other"'))
+    b = campaign(
+        tmp_path,
+        host,
+        'name = "toy-flip"\nparams = { copies = 1 }\nlabel = "renamed"',
+        base="timeout = 5\n" + BASE.replace('"t"', '"other"'),
+    )
     c = campaign(tmp_path, host, 'name = "toy-flip"\nparams = { copies = 2 }')
     assert a[0].trial_id == b[0].trial_id  # campaign name, label, timeout do not change results
     assert a[0].trial_id != c[0].trial_id
@@ -108,14 +113,29 @@ def test_unknown_and_missing_parameters_are_reported(tmp_path, host):
     with pytest.raises(CampaignError, match=r"params.copys: unknown parameter of attack 'toy-flip'; valid: copies"):
         campaign(tmp_path, host, 'name = "toy-flip"\nparams = { copys = 2 }')
     with pytest.raises(CampaignError, match=r"params.seed: set seeds"):
-        load_campaign(write(tmp_path, BASE.replace('name = "tiny"', 'name = "tiny"\nparams = { seed = 3 }') + '[[attacks]]\nname = "toy-flip"\n')).trials(host.registry)
+        load_campaign(
+            write(
+                tmp_path,
+                BASE.replace('name = "tiny"', 'name = "tiny"\nparams = { seed = 3 }')
+                + '[[attacks]]\nname = "toy-flip"\n',
+            )
+        ).trials(host.registry)
 
 
 def test_grid_value_also_in_params_and_duplicate_labels_are_errors(tmp_path):
     with pytest.raises(CampaignError, match="grid.copies: also set in params"):
-        load_campaign(write(tmp_path, BASE + '[[attacks]]\nname = "toy-flip"\nparams = { copies = 1 }\ngrid = { copies = [1, 2] }\n'))
+        load_campaign(
+            write(
+                tmp_path, BASE + '[[attacks]]\nname = "toy-flip"\nparams = { copies = 1 }\ngrid = { copies = [1, 2] }\n'
+            )
+        )
     with pytest.raises(CampaignError, match="label 'toy-flip'; give each a distinct 'label'"):
-        load_campaign(write(tmp_path, BASE + '[[attacks]]\nname = "toy-flip"\n[[attacks]]\nname = "toy-flip"\nparams = { copies = 2 }\n'))
+        load_campaign(
+            write(
+                tmp_path,
+                BASE + '[[attacks]]\nname = "toy-flip"\n[[attacks]]\nname = "toy-flip"\nparams = { copies = 2 }\n',
+            )
+        )
 
 
 def test_missing_sections_and_invalid_toml(tmp_path):
@@ -128,8 +148,17 @@ def test_missing_sections_and_invalid_toml(tmp_path):
 
 
 def test_defaults_and_resources():
-    c = parse_campaign({"budgets": [3], "datasets": [{"name": "d"}], "learners": [{"name": "l"}],
-                        "attacks": [{"name": "a"}], "resources": {"num_cpus": 2, "num_gpus": 0.5}}, "x.toml", "x")
+    c = parse_campaign(
+        {
+            "budgets": [3],
+            "datasets": [{"name": "d"}],
+            "learners": [{"name": "l"}],
+            "attacks": [{"name": "a"}],
+            "resources": {"num_cpus": 2, "num_gpus": 0.5},
+        },
+        "x.toml",
+        "x",
+    )
     assert c.name == "x" and c.seeds == (0,) and [d.name for d in c.components["defences"]] == ["none"]
     assert (c.num_cpus, c.num_gpus, c.timeout, c.max_retries) == (2.0, 0.5, None, 1)
 
@@ -167,8 +196,10 @@ def test_incremental_attack_checkpoints_and_traces(tmp_path, host):
     assert row["host"] and row["device"] and row["poisonbench_version"] and row["started_at"] <= row["finished_at"]
     assert json.loads(row["config"])["trial_id"] == row["trial_id"]
     assert json.loads(row["plugin_versions"]) == {
-        "dataset": "plugins_for_tests.toy unknown", "learner": "plugins_for_tests.toy unknown",
-        "defence": f"poisonbench.plugins.defences.none {__version__}", "attack": "plugins_for_tests.toy unknown",
+        "dataset": "plugins_for_tests.toy unknown",
+        "learner": "plugins_for_tests.toy unknown",
+        "defence": f"poisonbench.plugins.defences.none {__version__}",
+        "attack": "plugins_for_tests.toy unknown",
     }
     assert set(json.loads(row["package_versions"])) >= {"python", "numpy", "pyarrow"}
     assert json.loads(row["diagnostics"])["extra"] == 4
@@ -194,13 +225,21 @@ def test_batches_crossing_a_budget_are_truncated_and_early_stop_is_flagged(tmp_p
     rows = rows_of(host, campaign(tmp_path, host, 'name = "toy-flip"\nparams = { copies = 3 }'))
     assert [(r["budget"], r["n_poisons"], r["step"]) for r in rows] == [(0, 0, 0), (2, 2, 1), (4, 4, 2)]
     rows = rows_of(host, campaign(tmp_path, host, 'name = "toy-flip"\nparams = { stop_after = 1 }'))
-    assert [(r["budget"], r["n_poisons"], r["stopped_early"]) for r in rows] == [(0, 0, False), (2, 1, True), (4, 1, True)]
+    assert [(r["budget"], r["n_poisons"], r["stopped_early"]) for r in rows] == [
+        (0, 0, False),
+        (2, 1, True),
+        (4, 1, True),
+    ]
     assert rows[1]["test_accuracy"] == rows[2]["test_accuracy"]
 
 
 def test_fraction_budgets_subpopulation_and_defence_lambda(tmp_path, host):
-    base = BASE.replace("budgets = [0, 2, 4]", "budgets = [0.1]").replace('name = "tiny"', 'name = "tiny"\nsubpopulations = ["corner"]')
-    trials = campaign(tmp_path, host, 'name = "toy-flip"', '[[defences]]\nname = "toy-l2"\nparams = { lambda_ = -1.0 }\n', base=base)
+    base = BASE.replace("budgets = [0, 2, 4]", "budgets = [0.1]").replace(
+        'name = "tiny"', 'name = "tiny"\nsubpopulations = ["corner"]'
+    )
+    trials = campaign(
+        tmp_path, host, 'name = "toy-flip"', '[[defences]]\nname = "toy-l2"\nparams = { lambda_ = -1.0 }\n', base=base
+    )
     (row,) = run_trial(trials[0], host)
     assert (row["budget_spec"], row["budget"], row["n_train"], row["poison_fraction"]) == ("0.1", 4, 40, 0.1)
     assert row["subpopulation"] == "corner" and 0.0 <= row["subpop_accuracy"] <= 1.0
@@ -219,10 +258,22 @@ def test_budget_needing_attack_runs_once_per_budget(tmp_path, host):
     [
         ('name = "fault-raise"\nparams = { after = 2 }', "attack 'fault-raise': RuntimeError: boom"),
         ('name = "fault-nan"', "attack 'fault-nan': ValueError: poison X: expected finite values"),
-        ('name = "fault-bad"\nparams = { mode = "shape" }', "attack 'fault-bad': yielded poisons X(2, 4), y(2,); expected X (k, 3)"),
-        ('name = "fault-bad"\nparams = { mode = "infeasible" }', "attack 'fault-bad': 1 poison(s) outside the feasible set (first: feature 0 = 6"),
-        ('name = "fault-bad"\nparams = { mode = "overbudget" }', "attack 'fault-bad': exceeded the budget: 5 poisons > 4"),
-        ('name = "fault-bad"\nparams = { mode = "type" }', "attack 'fault-bad': yielded _Batch, expected poisonbench.attack.PoisonBatch"),
+        (
+            'name = "fault-bad"\nparams = { mode = "shape" }',
+            "attack 'fault-bad': yielded poisons X(2, 4), y(2,); expected X (k, 3)",
+        ),
+        (
+            'name = "fault-bad"\nparams = { mode = "infeasible" }',
+            "attack 'fault-bad': 1 poison(s) outside the feasible set (first: feature 0 = 6",
+        ),
+        (
+            'name = "fault-bad"\nparams = { mode = "overbudget" }',
+            "attack 'fault-bad': exceeded the budget: 5 poisons > 4",
+        ),
+        (
+            'name = "fault-bad"\nparams = { mode = "type" }',
+            "attack 'fault-bad': yielded _Batch, expected poisonbench.attack.PoisonBatch",
+        ),
     ],
 )
 def test_misbehaving_attacks_become_failed_rows(tmp_path, host, attack, message):

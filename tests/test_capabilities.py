@@ -26,7 +26,9 @@ def host():
 
 def campaign(learners: list[str], attack: dict, budgets: list[int]) -> dict:
     return {
-        "name": "capabilities", "seeds": [0], "budgets": budgets,
+        "name": "capabilities",
+        "seeds": [0],
+        "budgets": budgets,
         "datasets": [{"name": "gaussians"}],
         "learners": [{"name": n} for n in learners],
         "attacks": [attack],
@@ -72,19 +74,42 @@ def test_a_learner_without_the_capability_is_refused_by_name(host):
     assert "is not a LinearModelLearner (missing:" in row["error"] and "loss_kind" in row["error"]
 
 
-@pytest.mark.parametrize(("kind", "entry", "message"), [
-    ("attacks", {"name": "mtp", "params": {"target": "eror:0.1"}}, "params.target: target spec 'eror:0.1' not understood"),
-    ("attacks", {"name": "mtp", "params": {"target": "error:1.5"}}, "params.target: target 'error:1.5': expected an error rate"),
-    ("attacks", {"name": "label-flip", "params": {"batch_size": 0}}, "params.batch_size: expected an integer >= 1, got 0"),
-    ("attacks", {"name": "mtp", "params": {"solver": "gurobi"}}, "params.solver: expected one of 'auto'"),
-    ("datasets", {"name": "mnist", "params": {"pair": "1v77"}}, "params.pair: mnist: pair '1v77'"),
-    ("learners", {"name": "svm", "params": {"C_R": -1}}, "params.C_R: expected a number > 0, got -1"),
-    ("learners", {"name": "svm", "params": {"regularise_bias": 1}}, "params.regularise_bias: expected a boolean, got 1"),
-    ("defences", {"name": "cv-l2", "params": {"folds": 1}}, "params.folds: expected an integer >= 2, got 1"),
-])
+@pytest.mark.parametrize(
+    ("kind", "entry", "message"),
+    [
+        (
+            "attacks",
+            {"name": "mtp", "params": {"target": "eror:0.1"}},
+            "params.target: target spec 'eror:0.1' not understood",
+        ),
+        (
+            "attacks",
+            {"name": "mtp", "params": {"target": "error:1.5"}},
+            "params.target: target 'error:1.5': expected an error rate",
+        ),
+        (
+            "attacks",
+            {"name": "label-flip", "params": {"batch_size": 0}},
+            "params.batch_size: expected an integer >= 1, got 0",
+        ),
+        ("attacks", {"name": "mtp", "params": {"solver": "gurobi"}}, "params.solver: expected one of 'auto'"),
+        ("datasets", {"name": "mnist", "params": {"pair": "1v77"}}, "params.pair: mnist: pair '1v77'"),
+        ("learners", {"name": "svm", "params": {"C_R": -1}}, "params.C_R: expected a number > 0, got -1"),
+        (
+            "learners",
+            {"name": "svm", "params": {"regularise_bias": 1}},
+            "params.regularise_bias: expected a boolean, got 1",
+        ),
+        ("defences", {"name": "cv-l2", "params": {"folds": 1}}, "params.folds: expected an integer >= 2, got 1"),
+    ],
+)
 def test_bad_values_are_caught_at_dry_run(tmp_path, capsys, kind, entry, message):
-    tables = {"datasets": '[[datasets]]\nname = "gaussians"\n', "learners": '[[learners]]\nname = "svm"\n',
-              "attacks": '[[attacks]]\nname = "label-flip"\n', "defences": '[[defences]]\nname = "none"\n'}
+    tables = {
+        "datasets": '[[datasets]]\nname = "gaussians"\n',
+        "learners": '[[learners]]\nname = "svm"\n',
+        "attacks": '[[attacks]]\nname = "label-flip"\n',
+        "defences": '[[defences]]\nname = "none"\n',
+    }
     params = ", ".join(f"{k} = {_toml(v)}" for k, v in entry["params"].items())
     tables[kind] = f'[[{kind}]]\nname = "{entry["name"]}"\nparams = {{ {params} }}\n'
     path = tmp_path / "bad.toml"
@@ -134,6 +159,7 @@ def test_param_ranges_and_types():
 
 def test_a_declaration_must_name_real_parameters():
     with pytest.raises(TypeError, match="declared parameter"):
+
         @declare({"nope": Param(int)})
         def factory(seed: int = 0):
             return seed
@@ -141,12 +167,16 @@ def test_a_declaration_must_name_real_parameters():
 
 def test_campaign_file_reports_a_missing_required_parameter(host):
     raw = campaign(["svm"], {"name": "kkt"}, [5])
-    with pytest.raises(CampaignError, match=r"\[\[attacks\]\] #1 \(kkt\) params: missing required parameter\(s\) target"):
+    with pytest.raises(
+        CampaignError, match=r"\[\[attacks\]\] #1 \(kkt\) params: missing required parameter\(s\) target"
+    ):
         parse_campaign(raw).trials(host.registry)
 
 
 def test_declarations_are_documented_in_list_json(host):
     mtp = next(c for c in host.registry.components("attacks") if c.name == "mtp").as_dict()
-    assert mtp["parameter_docs"]["copies"] == {"expected": "an integer >= 1",
-                                               "doc": "copies of each chosen point per iteration"}
+    assert mtp["parameter_docs"]["copies"] == {
+        "expected": "an integer >= 1",
+        "doc": "copies of each chosen point per iteration",
+    }
     assert inspect.signature(type(host.create("attacks", "mtp", target="error:0.1")).__init__).parameters["copies"]

@@ -121,13 +121,17 @@ def test_leaderboard_export_formats(store_with_toy, capsys, tmp_path):
     records = list(csv.DictReader(io.StringIO(out)))
     assert code == 0 and {"attack_label", "budget_spec", "test_accuracy", "test_accuracy_se", "rank"} <= set(records[0])
     assert len(records) == 2 * 3 * 3  # defences x budgets x attack labels
-    code, out, _ = cli(capsys, "leaderboard", "export", "--format", "json", "--store", str(store_with_toy), "--budget", "2")
+    code, out, _ = cli(
+        capsys, "leaderboard", "export", "--format", "json", "--store", str(store_with_toy), "--budget", "2"
+    )
     data = json.loads(out)
     assert len(data) == 6 and all(0 <= d["test_accuracy"] <= 1 for d in data)
     code, out, _ = cli(capsys, "leaderboard", "export", "--format", "md", "--store", str(store_with_toy))
     assert out.startswith("| campaign | dataset |") and " ± " in out
     target = tmp_path / "lb.html"
-    code, _, _err = cli(capsys, "leaderboard", "export", "--format", "html", "-o", str(target), "--store", str(store_with_toy))
+    code, _, _err = cli(
+        capsys, "leaderboard", "export", "--format", "html", "-o", str(target), "--store", str(store_with_toy)
+    )
     assert code == 0 and target.read_text().startswith('<table class="poisonbench-leaderboard">')
 
 
@@ -138,8 +142,20 @@ def test_compare_two_attacks_and_two_campaigns(tmp_path, capsys):
     for path in (first, second):
         assert cli(capsys, "run", str(path), "--store", str(store))[0] == 0
     assert Store(store).campaigns() == ["one", "two"]
-    code, out, _ = cli(capsys, "leaderboard", "compare", "--attacks", "toy-flip", "toy-budgeted", "--campaign", "one",
-                       "--store", str(store), "--format", "json")
+    code, out, _ = cli(
+        capsys,
+        "leaderboard",
+        "compare",
+        "--attacks",
+        "toy-flip",
+        "toy-budgeted",
+        "--campaign",
+        "one",
+        "--store",
+        str(store),
+        "--format",
+        "json",
+    )
     rows = json.loads(out)
     assert code == 0 and [r["budget_spec"] for r in rows] == ["0", "2", "4"]
     for r in rows:
@@ -157,7 +173,9 @@ def test_plots_are_written(store_with_toy, capsys, tmp_path):
         assert code == 0, err
         head = target.read_bytes()[:200]
         assert head.startswith(b"\x89PNG") if name.endswith(".png") else b"<svg" in head or b"<?xml" in head
-    code, _, err = cli(capsys, "leaderboard", "plot", "accuracy", "-o", str(tmp_path / "x.txt"), "--store", str(store_with_toy))
+    code, _, err = cli(
+        capsys, "leaderboard", "plot", "accuracy", "-o", str(tmp_path / "x.txt"), "--store", str(store_with_toy)
+    )
     assert code == 2 and "expected a file name ending in .png" in err
 
 
@@ -172,9 +190,22 @@ def test_kill_9_then_resume_loses_and_duplicates_nothing(tmp_path):
     path = campaign_file(tmp_path, "k", '[[attacks]]\nname = "toy-flip"\nparams = { sleep = 0.15 }\n')
     path.write_text(path.read_text().replace("seeds = [0, 1]", "seeds = [0, 1, 2, 3, 4, 5, 6, 7]"))
     store = tmp_path / "store"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
-           "POISONBENCH_LOAD_PLUGINS": ""}
-    cmd = [sys.executable, "-m", "poisonbench", "--plugin", "plugins_for_tests.toy", "run", str(path), "--store", str(store)]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
+        "POISONBENCH_LOAD_PLUGINS": "",
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "poisonbench",
+        "--plugin",
+        "plugins_for_tests.toy",
+        "run",
+        str(path),
+        "--store",
+        str(store),
+    ]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     folder = store / "k"
     deadline = time.monotonic() + 120
@@ -192,15 +223,25 @@ def test_kill_9_then_resume_loses_and_duplicates_nothing(tmp_path):
     assert len(after) == 8 and all(after[name] == before[name] for name in before)  # finished files untouched
     assert not list(folder.glob(".*.tmp"))
     table = Store(store).read()
-    keys = list(zip(table["trial_id"].to_pylist(), table["checkpoint"].to_pylist(), table["kind"].to_pylist(), table["step"].to_pylist()))
+    keys = list(
+        zip(
+            table["trial_id"].to_pylist(),
+            table["checkpoint"].to_pylist(),
+            table["kind"].to_pylist(),
+            table["step"].to_pylist(),
+        )
+    )
     assert len(keys) == len(set(keys)) == 8 * 3 and set(table["status"].to_pylist()) == {"ok"}
 
 
 def test_sigterm_stops_the_run_and_its_trial_worker(tmp_path):
     """SIGTERM unwinds the run: the child process running a hanging trial does not outlive it."""
     path = campaign_file(tmp_path, "t", '[[attacks]]\nname = "fault-hang"\n', top="timeout = 120\n")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
-           "POISONBENCH_LOAD_PLUGINS": ""}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
+        "POISONBENCH_LOAD_PLUGINS": "",
+    }
     cmd = [sys.executable, "-m", "poisonbench", *PLUGIN_ARGS, "run", str(path), "--store", str(tmp_path / "store")]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     children: list[int] = []

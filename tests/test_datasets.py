@@ -212,7 +212,9 @@ def test_mnist_user_file_in_npz_csv_and_parquet(tmp_path):
     np.savetxt(tmp_path / "m.csv", np.column_stack([X, y]), fmt="%d", delimiter=",")
     table = {"label": y} | {f"p{j}": X[:, j] for j in range(X.shape[1])}
     pq.write_table(pa.table(table), tmp_path / "m.parquet")
-    loaded = [mnist(pair="3v5", path=str(tmp_path / f"m.{ext}"), test_fraction=0.25) for ext in ("npz", "csv", "parquet")]
+    loaded = [
+        mnist(pair="3v5", path=str(tmp_path / f"m.{ext}"), test_fraction=0.25) for ext in ("npz", "csv", "parquet")
+    ]
     for data in loaded:
         assert data.X_train.shape == (15, 16) and data.X_test.shape == (5, 16)
         assert np.array_equal(data.X_train, loaded[0].X_train) and np.array_equal(data.y_test, loaded[0].y_test)
@@ -326,11 +328,27 @@ def test_file_loader_random_split_features_and_given_bounds(table_file):
     [
         (None, {"label": "salary"}, r"column 'salary' not found; available: a, b, flag, income, part"),
         (None, {"label": "income", "features": ["a", "zz"]}, r"column 'zz' not found"),
-        ({"a": "nan"}, {"label": "income", "split": "part"}, r"column 'a' has 1 row\(s\) with missing, NaN or inf values \(first at row 3\)"),
-        ({"income": "middle"}, {"label": "income", "split": "part"}, r"label column 'income' has 3 distinct value\(s\).*expected exactly 2"),
+        (
+            {"a": "nan"},
+            {"label": "income", "split": "part"},
+            r"column 'a' has 1 row\(s\) with missing, NaN or inf values \(first at row 3\)",
+        ),
+        (
+            {"income": "middle"},
+            {"label": "income", "split": "part"},
+            r"label column 'income' has 3 distinct value\(s\).*expected exactly 2",
+        ),
         (None, {"label": "income"}, r"feature column 'part' has dtype text; expected numbers"),
-        ({"part": "holdout"}, {"label": "income", "split": "part"}, r"split column 'part' has value\(s\) \['holdout'\]"),
-        (None, {"label": "income", "split": "part", "positive": "rich"}, r"positive='rich' is not a value of label column 'income'"),
+        (
+            {"part": "holdout"},
+            {"label": "income", "split": "part"},
+            r"split column 'part' has value\(s\) \['holdout'\]",
+        ),
+        (
+            None,
+            {"label": "income", "split": "part", "positive": "rich"},
+            r"positive='rich' is not a value of label column 'income'",
+        ),
     ],
 )
 def test_file_loader_errors_name_the_file_and_column(table_file, change, kwargs, message):

@@ -18,8 +18,22 @@ from poisonbench.leaderboards.store import Store
 
 TESTS = Path(__file__).parent
 PLUGINS = ("plugins_for_tests.toy", "plugins_for_tests.faulty")
-METRICS = ("trial_id", "kind", "checkpoint", "step", "budget", "n_poisons", "status", "test_accuracy",
-           "subpop_accuracy", "lambda", "max_loss_diff", "param_distance", "lower_bound", "diagnostics")
+METRICS = (
+    "trial_id",
+    "kind",
+    "checkpoint",
+    "step",
+    "budget",
+    "n_poisons",
+    "status",
+    "test_accuracy",
+    "subpop_accuracy",
+    "lambda",
+    "max_loss_diff",
+    "param_distance",
+    "lower_bound",
+    "diagnostics",
+)
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +41,9 @@ def host():
     return load_host(PLUGINS, load_external=False)
 
 
-def make_campaign(tmp_path: Path, attacks: str, top: str = "", name: str = "c", seeds: str = "[0, 1]", tables: str = "") -> Path:
+def make_campaign(
+    tmp_path: Path, attacks: str, top: str = "", name: str = "c", seeds: str = "[0, 1]", tables: str = ""
+) -> Path:
     text = f'name = "{name}"\nseeds = {seeds}\nbudgets = [0, 2, 4]\n{top}\n{tables}\n'
     text += '[[datasets]]\nname = "tiny"\n[[learners]]\nname = "toy-ridge"\n' + textwrap.dedent(attacks)
     path = tmp_path / f"{name}.toml"
@@ -50,13 +66,16 @@ def metric_rows(table):
 def test_failures_are_isolated_and_reruns_skip_finished_trials(tmp_path, host):
     from plugins_for_tests import toy
 
-    path = make_campaign(tmp_path, """
+    path = make_campaign(
+        tmp_path,
+        """
         [[attacks]]
         name = "toy-flip"
         [[attacks]]
         name = "fault-raise"
         params = { after = 1 }
-    """)
+    """,
+    )
     store = Store(tmp_path / "store")
     toy.EVENTS.clear()
     report = run(path, host, store)
@@ -141,21 +160,33 @@ def test_gpu_trial_on_a_cluster_without_gpus_fails_fast(tmp_path, host):
 def ray_local():
     """One local Ray (2 CPUs) for this module; the executor reuses it and leaves it running."""
     ray = pytest.importorskip("ray")
-    env = {"PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]), "POISONBENCH_LOAD_PLUGINS": ""}
-    ray.init(num_cpus=2, object_store_memory=100 * 1024**2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": env})
+    env = {
+        "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
+        "POISONBENCH_LOAD_PLUGINS": "",
+    }
+    ray.init(
+        num_cpus=2,
+        object_store_memory=100 * 1024**2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": env},
+    )
     yield ray
     ray.shutdown()
 
 
 def test_ray_gives_the_same_rows_as_local(tmp_path, host, ray_local):
-    path = make_campaign(tmp_path, """
+    path = make_campaign(
+        tmp_path,
+        """
         [[attacks]]
         name = "toy-flip"
         grid = { copies = [1, 2] }
         [[attacks]]
         name = "toy-budgeted"
-    """, "record_every = 1")
+    """,
+        "record_every = 1",
+    )
     local, remote = Store(tmp_path / "local"), Store(tmp_path / "ray")
     run(path, host, local)
     report = run(path, host, remote, RayExecutor(PLUGINS))
@@ -168,7 +199,9 @@ def test_ray_gives_the_same_rows_as_local(tmp_path, host, ray_local):
 
 def test_ray_timeout_cancels_and_plugin_errors_are_not_retried(tmp_path, host, ray_local):
     log = tmp_path / "raise.log"
-    path = make_campaign(tmp_path, f"""
+    path = make_campaign(
+        tmp_path,
+        f"""
         [[attacks]]
         name = "fault-hang"
         [[attacks]]
@@ -176,7 +209,10 @@ def test_ray_timeout_cancels_and_plugin_errors_are_not_retried(tmp_path, host, r
         params = {{ log = "{log}" }}
         [[attacks]]
         name = "toy-flip"
-    """, "timeout = 3.0\nmax_retries = 1", seeds="[0]")
+    """,
+        "timeout = 3.0\nmax_retries = 1",
+        seeds="[0]",
+    )
     report = run(path, host, Store(tmp_path / "s"), RayExecutor(PLUGINS))
     errors = {o.trial.attack.name: o.error for o in report.outcomes}
     assert errors["fault-hang"].startswith("timeout: trial did not finish within 3 s and was cancelled")
@@ -189,7 +225,9 @@ def test_ray_timeout_cancels_and_plugin_errors_are_not_retried(tmp_path, host, r
 
 def test_ray_retries_a_crashed_worker_then_reports_it(tmp_path, host, ray_local):
     log = tmp_path / "crash.log"
-    path = make_campaign(tmp_path, f'[[attacks]]\nname = "fault-crash"\nparams = {{ log = "{log}" }}\n', "max_retries = 1", seeds="[0]")
+    path = make_campaign(
+        tmp_path, f'[[attacks]]\nname = "fault-crash"\nparams = {{ log = "{log}" }}\n', "max_retries = 1", seeds="[0]"
+    )
     (outcome,) = run(path, host, Store(tmp_path / "s"), RayExecutor(PLUGINS)).outcomes
     assert log.read_text() == "run\nrun\n"  # first attempt + one retry
     assert outcome.status == "failed"

@@ -78,8 +78,10 @@ def test_implicit_matches_finite_differences_of_exact_solution():
     w_star, info = hg.solve_inner(problem, w0, X_p, lam)
     assert info["grad_norm"] < 1e-10
     out = hg.implicit(problem, w_star, X_p, lam)
+
     def exact(X, lam_):
         return float(problem.outer(hg.solve_inner(problem, w0, X, lam_)[0]))
+
     fd_X, fd_lam = central_differences(exact, X_p, lam)
     assert rel_err(out.X_p, fd_X) < 1e-4
     assert rel_err(out.lam, fd_lam) < 1e-4
@@ -116,5 +118,14 @@ def test_bad_inputs_raise_value_error():
     with pytest.raises(ValueError, match="architecture sizes"):
         Architecture((3, 2))
     with pytest.raises(ValueError, match="learning rate"):
-        InnerProblem.from_numpy(Architecture.logistic(1), np.zeros((2, 1)), np.ones(2), np.zeros((1, 1)),
-                                np.ones(1), lr=0.0, steps=3, device=CPU, dtype=F64)
+        InnerProblem.from_numpy(
+            Architecture.logistic(1),
+            np.zeros((2, 1)),
+            np.ones(2),
+            np.zeros((1, 1)),
+            np.ones(1),
+            lr=0.0,
+            steps=3,
+            device=CPU,
+            dtype=F64,
+        )

@@ -42,7 +42,10 @@ def test_hinge_recovers_an_attainable_target(data):
     learner = LinearSVM()
     target = _attainable_target(learner, data)
     # the construction's points lie on the active side of θ_p's margin, as the attack requires
-    assert target.decision_function(np.full((1, 4), X_POS))[0] < 1 and -target.decision_function(np.full((1, 4), X_NEG))[0] < 1
+    assert (
+        target.decision_function(np.full((1, 4), X_POS))[0] < 1
+        and -target.decision_function(np.full((1, 4), X_NEG))[0] < 1
+    )
     batch = _run(KKTAttack(target, split_step=0.05), data, learner, N_POS + N_NEG)
     diag = batch.diagnostics
     assert len(batch) == N_POS + N_NEG
@@ -83,11 +86,16 @@ def test_objective_is_the_gradient_norm_of_the_training_objective(data):
     X = np.vstack([data.X_train, batch.X])
     y = np.concatenate([data.y_train, batch.y])
     theta, h = target.theta, 1e-6
-    grad = np.array([
-        (learner.objective(Model.from_theta(theta + h * e), X, y) - learner.objective(Model.from_theta(theta - h * e), X, y))
-        / (2 * h)
-        for e in np.eye(theta.size)
-    ])
+    grad = np.array(
+        [
+            (
+                learner.objective(Model.from_theta(theta + h * e), X, y)
+                - learner.objective(Model.from_theta(theta - h * e), X, y)
+            )
+            / (2 * h)
+            for e in np.eye(theta.size)
+        ]
+    )
     assert batch.diagnostics["kkt_objective"] > 1e-3
     assert batch.diagnostics["kkt_objective"] == pytest.approx(np.linalg.norm(grad), rel=1e-6)
 
@@ -98,10 +106,12 @@ def test_onehot_groups_and_integer_features_are_respected():
     n = 80
     cat = rng.integers(0, 3, n)
     y = np.where(rng.random(n) < 0.5, 1.0, -1.0)
-    X = np.column_stack([np.clip(0.5 + 0.2 * y + 0.1 * rng.standard_normal(n), 0, 1), np.eye(3)[cat],
-                         rng.integers(0, 4, n)])
-    feasible = FeasibleSet(np.zeros(5), np.array([1, 1, 1, 1, 3.0]), integer=np.array([0, 1, 1, 1, 1], bool),
-                           onehot_groups=((1, 2, 3),))
+    X = np.column_stack(
+        [np.clip(0.5 + 0.2 * y + 0.1 * rng.standard_normal(n), 0, 1), np.eye(3)[cat], rng.integers(0, 4, n)]
+    )
+    feasible = FeasibleSet(
+        np.zeros(5), np.array([1, 1, 1, 1, 3.0]), integer=np.array([0, 1, 1, 1, 1], bool), onehot_groups=((1, 2, 3),)
+    )
     data = Dataset("onehot", X, y, X, y, feasible)
     learner = LinearSVM()
     target = Model(np.array([-2.0, 0.5, -0.5, 0.0, 0.3]), 0.4)

@@ -121,7 +121,9 @@ def test_implicit_hypergradient_of_convex_logistic_matches_finite_differences():
     oracle = LearnedL2()._implicit_oracle(LogisticRegression(), X, Y, np.ones(len(Y)), XV, YV)
     for lam in (-2.0, 1.0):
         A, g = oracle(np.array([lam]))
-        fd = (validation_loss(LogisticRegression(), lam + 1e-5) - validation_loss(LogisticRegression(), lam - 1e-5)) / 2e-5
+        fd = (
+            validation_loss(LogisticRegression(), lam + 1e-5) - validation_loss(LogisticRegression(), lam - 1e-5)
+        ) / 2e-5
         assert pytest.approx(validation_loss(LogisticRegression(), lam), rel=1e-8) == A
         assert g[0] == pytest.approx(fd, rel=1e-4)
 
@@ -135,14 +137,17 @@ def test_rmd_hypergradient_of_torch_learner_matches_finite_differences():
     assert g[0] == pytest.approx(fd, rel=1e-4)
 
 
-@pytest.mark.parametrize("learner", [LogisticRegression(), TorchLogisticRegression(steps=40, lr=0.5)],
-                         ids=["logistic", "torch-logistic"])
+@pytest.mark.parametrize(
+    "learner", [LogisticRegression(), TorchLogisticRegression(steps=40, lr=0.5)], ids=["logistic", "torch-logistic"]
+)
 def test_learned_l2_reaches_the_grid_minimum_of_validation_loss(learner):
     fit = LearnedL2(lam_min=-6.0, lam_max=6.0, iterations=60).fit(learner, X, Y, None, XV, YV)
     grid = np.linspace(-6.0, 6.0, 25)
     best = min(validation_loss(learner, lam) for lam in grid)
     assert fit.hyperparameters["validation_loss"] <= best + 1e-6
-    assert fit.hyperparameters["validation_loss"] == pytest.approx(validation_loss(learner, fit.hyperparameters["lambda"]))
+    assert fit.hyperparameters["validation_loss"] == pytest.approx(
+        validation_loss(learner, fit.hyperparameters["lambda"])
+    )
 
 
 def test_learned_l2_on_svm_uses_bounded_search():

@@ -71,8 +71,9 @@ def test_clean_data_is_read_only_and_unchanged(data):
     assert np.array_equal(data.X_train, before[0]) and np.array_equal(data.y_train, before[1])
 
 
-@pytest.mark.parametrize("attack", [RandomLabelFlip(batch_size=4), SubpopulationLabelFlip(batch_size=4)],
-                         ids=["random", "subpop"])
+@pytest.mark.parametrize(
+    "attack", [RandomLabelFlip(batch_size=4), SubpopulationLabelFlip(batch_size=4)], ids=["random", "subpop"]
+)
 def test_contract_and_seed_determinism(data, attack):
     check_attack(attack, data, budget=11)
     _, X0, _ = _poisons(attack, data, 11, seed=0)

@@ -118,7 +118,9 @@ def test_zero_weight_equals_dropping_the_row(cls):
     learner = cls()
     full = learner.fit(X, y, s)
     dropped = learner.fit(X[keep], y[keep], s[keep])
-    assert learner.objective(full, X, y, s) == pytest.approx(learner.objective(dropped, X[keep], y[keep], s[keep]), rel=1e-9)
+    assert learner.objective(full, X, y, s) == pytest.approx(
+        learner.objective(dropped, X[keep], y[keep], s[keep]), rel=1e-9
+    )
 
 
 @pytest.mark.parametrize("cls", LEARNERS)
@@ -152,7 +154,9 @@ def test_warm_start_tolerates_a_broken_contract(cls):
     learner = cls()
     warm = learner.fit(X[:80], y[:80], s[:80], warm_start=other)
     cold = learner.fit(X[:80], y[:80], s[:80])
-    assert learner.objective(warm, X[:80], y[:80], s[:80]) == pytest.approx(learner.objective(cold, X[:80], y[:80], s[:80]), rel=1e-9)
+    assert learner.objective(warm, X[:80], y[:80], s[:80]) == pytest.approx(
+        learner.objective(cold, X[:80], y[:80], s[:80]), rel=1e-9
+    )
     plain = Model(np.ones(X.shape[1]), 3.0)
     assert learner.fit(X, y, s, warm_start=plain).info["converged"]
 
@@ -167,13 +171,17 @@ def test_svm_warm_fit_rejects_non_finite_rows(regularise_bias, where, value):
     learner = LinearSVM(regularise_bias=regularise_bias)
     model = learner.fit(X[:-1], y[:-1], s[:-1])
     bad = X.copy()
-    row = {"old row": int(np.argmax(s)), "new row": len(y) - 1, "zero-weight row": int(np.flatnonzero(s == 0)[0])}[where]
+    row = {"old row": int(np.argmax(s)), "new row": len(y) - 1, "zero-weight row": int(np.flatnonzero(s == 0)[0])}[
+        where
+    ]
     bad[row, 2] = value
     with pytest.raises(ValueError, match="NaN" if np.isnan(value) else "inf"):
         learner.fit(bad, y, s, warm_start=model)
 
 
-@pytest.mark.parametrize("change", ["rows rewritten", "rows scaled", "weights lowered", "rows dropped", "labels flipped"])
+@pytest.mark.parametrize(
+    "change", ["rows rewritten", "rows scaled", "weights lowered", "rows dropped", "labels flipped"]
+)
 def test_svm_warm_start_from_changed_rows_is_still_exact(change):
     """The warm start trusts its stored weights ``Σ β_i y_i x_i`` only as a starting point: the
     certificate recomputes them from X, so a start whose rows no longer match costs a round but

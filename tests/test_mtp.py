@@ -67,8 +67,17 @@ def test_diagnostics_keys_and_weights_for_repeated_points(svm_case):
     scenario, target = svm_case
     batches = list(run_mtp(scenario, target, MTPSettings(max_poisons=40)))
     d = batches[-1].diagnostics
-    for key in ("max_loss_diff", "param_distance", "test_accuracy", "subpop_accuracy", "lower_bound",
-                "lower_bound_certified", "wall_seconds", "z", "n_poisons"):
+    for key in (
+        "max_loss_diff",
+        "param_distance",
+        "test_accuracy",
+        "subpop_accuracy",
+        "lower_bound",
+        "lower_bound_certified",
+        "wall_seconds",
+        "z",
+        "n_poisons",
+    ):
         assert key in d
     assert d["n_poisons"] == 40 and d["lower_bound_certified"] is True
     bounds = [b.diagnostics["lower_bound"] for b in batches]
@@ -88,8 +97,10 @@ def test_weighted_pool_weight_equals_copies():
     assert X.shape[0] == data.n_train + 2 and w[-2] == 6.0 and w[-1] == 1.0
     learner = LinearSVM()
     weighted = learner.fit(X, y, sample_weight=w)
-    copies = learner.fit(np.vstack([data.X_train] + [x] * 6 + [np.zeros(data.n_features)]),
-                         np.concatenate([data.y_train, np.ones(6), [-1.0]]))
+    copies = learner.fit(
+        np.vstack([data.X_train] + [x] * 6 + [np.zeros(data.n_features)]),
+        np.concatenate([data.y_train, np.ones(6), [-1.0]]),
+    )
     np.testing.assert_allclose(weighted.theta, copies.theta, atol=1e-6)
     for _ in range(200):  # growing past the initial capacity keeps the clean prefix
         pool.add(np.random.default_rng(_).uniform(size=data.n_features), 1.0, 1)
@@ -117,8 +128,9 @@ def test_theorem2_z_uses_the_learners_own_loss():
     target = Model(model.w * 0.3 + 0.1, model.b - 0.2)
     sup = 0.5
     n = data.n_train
-    num = (logistic_loss_diff(target.theta, model.theta, data.X_train, data.y_train).sum()
-           - n * learner.C_R * (learner.regulariser(model) - learner.regulariser(target)))
+    num = logistic_loss_diff(target.theta, model.theta, data.X_train, data.y_train).sum() - n * learner.C_R * (
+        learner.regulariser(model) - learner.regulariser(target)
+    )
     den = sup + learner.C_R * (learner.regulariser(model) - learner.regulariser(target))
     z = theorem2_z(learner, model, target, data.X_train, data.y_train, sup)
     assert num > 0 and den > 0
@@ -168,7 +180,9 @@ def test_bad_parameters_raise_value_errors(svm_case):
         def fit(self, X, y, sample_weight=None, warm_start=None):
             raise AssertionError("never fitted")
 
-    with pytest.raises(CapabilityError, match=r"'opaque' is not a LinearModelLearner \(missing: C_R, loss, loss_grad, loss_kind"):
+    with pytest.raises(
+        CapabilityError, match=r"'opaque' is not a LinearModelLearner \(missing: C_R, loss, loss_grad, loss_kind"
+    ):
         next(run_mtp(Scenario(scenario.dataset, NoLossKind()), target, MTPSettings(epsilon=0.1)))
     with pytest.raises(ValueError, match="weights"):
         next(run_mtp(scenario, Model(np.ones(2), 0.0), MTPSettings(epsilon=0.1)))

@@ -92,7 +92,11 @@ def test_duplicate_names_are_an_error_naming_both_plugins():
     with pytest.raises(PluginError) as err:
         load_host(["plugins_for_tests.duplicate_defence"], load_external=False)
     message = str(err.value)
-    assert "'none'" in message and "plugins_for_tests.duplicate_defence" in message and "poisonbench.plugins.defences.none" in message
+    assert (
+        "'none'" in message
+        and "plugins_for_tests.duplicate_defence" in message
+        and "poisonbench.plugins.defences.none" in message
+    )
 
 
 def test_hook_without_spec_is_a_clear_error():
@@ -107,12 +111,18 @@ def test_explicit_plugin_that_cannot_import_is_an_error():
 
 def _fake_entry_points(monkeypatch, *specs):
     eps = [importlib.metadata.EntryPoint(name, value, host_module.ENTRY_POINT_GROUP) for name, value in specs]
-    monkeypatch.setattr(host_module.importlib.metadata, "entry_points", lambda group: eps if group == host_module.ENTRY_POINT_GROUP else [])
+    monkeypatch.setattr(
+        host_module.importlib.metadata,
+        "entry_points",
+        lambda group: eps if group == host_module.ENTRY_POINT_GROUP else [],
+    )
 
 
 def test_broken_entry_point_is_a_warning_and_the_rest_load(monkeypatch):
     monkeypatch.delenv(host_module.LOAD_PLUGINS_ENV)
-    _fake_entry_points(monkeypatch, ("broken", "plugins_for_tests.broken_import"), ("toy", "plugins_for_tests.toy_components"))
+    _fake_entry_points(
+        monkeypatch, ("broken", "plugins_for_tests.broken_import"), ("toy", "plugins_for_tests.toy_components")
+    )
     with pytest.warns(PluginLoadWarning, match="plugin 'broken'.*failed to import.*not installed"):
         host = load_host()
     assert "noop" in host.registry.names("attacks")

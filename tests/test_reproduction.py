@@ -46,7 +46,9 @@ def regenerate(campaign_file: str, budget: int, labels: dict[str, str], subpopul
         assert len(chosen) == 1, f"{campaign_file}: {kind}: expected one entry, got {[s.label for s in specs]}"
         components[kind] = tuple(chosen)
     assert budget in campaign.budgets, f"{campaign_file}: budget {budget} is not one of {campaign.budgets}"
-    small = dataclasses.replace(campaign, components=components, seeds=campaign.seeds[:1], budgets=tuple(sorted({0, budget})))
+    small = dataclasses.replace(
+        campaign, components=components, seeds=campaign.seeds[:1], budgets=tuple(sorted({0, budget}))
+    )
     host = host_for(())
     trials = [t for t in small.trials(host.registry) if t.subpopulation == subpopulation and budget in t.budgets]
     assert len(trials) == 1, [t.describe() for t in trials]
@@ -58,8 +60,20 @@ def regenerate(campaign_file: str, budget: int, labels: dict[str, str], subpopul
 def committed(campaign: str, row: dict) -> dict:
     """The committed checkpoint row of ``campaign`` with ``row``'s components, seed and budget."""
     table = Store(STORE).read([campaign])
-    keys = ("dataset_params", "learner_params", "defence_params", "attack_params", "attack", "defence", "learner",
-            "dataset", "seed", "budget", "kind", "status")
+    keys = (
+        "dataset_params",
+        "learner_params",
+        "defence_params",
+        "attack_params",
+        "attack",
+        "defence",
+        "learner",
+        "dataset",
+        "seed",
+        "budget",
+        "kind",
+        "status",
+    )
     mask = None
     for key in keys:
         term = pc.equal(table[key], row[key])
@@ -67,7 +81,9 @@ def committed(campaign: str, row: dict) -> dict:
     if row["subpopulation"] is not None:
         mask = pc.and_(mask, pc.equal(table["subpopulation"], row["subpopulation"]))
     matches = table.filter(mask).to_pylist()
-    assert len(matches) == 1, f"{campaign}: {len(matches)} committed rows match {row['attack_label']} at {row['budget']}"
+    assert len(matches) == 1, (
+        f"{campaign}: {len(matches)} committed rows match {row['attack_label']} at {row['budget']}"
+    )
     return matches[0]
 
 

@@ -61,7 +61,9 @@ def test_ascent_raises_validation_loss_over_initial_poisons():
 
 def test_fixed_mode_keeps_the_defence_lambda_and_learned_mode_moves_it():
     ds = gaussians()
-    fixed = list(RMDAttack(batch_size=2, learn_lambda=False, **FAST).poison(Scenario(ds, LEARNER, FixedL2(1.5), budget=4)))
+    fixed = list(
+        RMDAttack(batch_size=2, learn_lambda=False, **FAST).poison(Scenario(ds, LEARNER, FixedL2(1.5), budget=4))
+    )
     assert [b.diagnostics["lambda"] for b in fixed] == [1.5, 1.5, 1.5]
     learned = list(RMDAttack(batch_size=2, lam0=1.5, **FAST).poison(Scenario(ds, LEARNER, budget=4)))
     assert learned[-1].diagnostics["lambda"] != 1.5
@@ -93,7 +95,9 @@ def test_registered_without_importing_torch_at_list_time():
     import subprocess
     import sys
 
-    code = ("import sys; from poisonbench.host import load_host; h = load_host(load_external=False); "
-            "assert 'rmd' in h.registry.names('attacks'); print('torch' in sys.modules)")
+    code = (
+        "import sys; from poisonbench.host import load_host; h = load_host(load_external=False); "
+        "assert 'rmd' in h.registry.names('attacks'); print('torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -65,21 +65,29 @@ def test_pandas_polars_and_duckdb_read_the_store_unchanged(tmp_path, results):
     store = Store(tmp_path)
     fill(store, results)
     store.write_campaign("toy", {"campaign": "toy"}, {t.trial_id: t.as_dict() for t, _ in results})
-    expected = store.read().sort_by([("trial_id", "ascending"), ("kind", "ascending"), ("step", "ascending"), ("checkpoint", "ascending")])
+    expected = store.read().sort_by(
+        [("trial_id", "ascending"), ("kind", "ascending"), ("step", "ascending"), ("checkpoint", "ascending")]
+    )
     pattern = str(tmp_path / "toy" / "*.parquet")
     keys = ["trial_id", "kind", "step", "checkpoint"]
     df = pd.read_parquet(tmp_path / "toy").sort_values(keys).reset_index(drop=True)
     pldf = pl.read_parquet(pattern).sort(keys)
     con = duckdb.connect()
     db = con.sql(f"SELECT * FROM read_parquet('{pattern}') ORDER BY trial_id, kind, step, checkpoint").to_arrow_table()
-    for frame_cols, frame_rows in ((list(df.columns), len(df)), (pldf.columns, pldf.height), (db.column_names, db.num_rows)):
+    for frame_cols, frame_rows in (
+        (list(df.columns), len(df)),
+        (pldf.columns, pldf.height),
+        (db.column_names, db.num_rows),
+    ):
         assert frame_cols == list(COLUMN_NAMES) and frame_rows == expected.num_rows
     want = expected.column("test_accuracy").to_pylist()
     assert [None if x != x else x for x in df["test_accuracy"].tolist()] == want
     assert pldf["test_accuracy"].to_list() == want
     assert db.column("test_accuracy").to_pylist() == want
     assert str(df["started_at"].dt.tz) == "UTC" and pldf["config"].dtype == pl.String
-    ok = con.execute(f"SELECT count(*) FROM read_parquet('{pattern}') WHERE status = 'ok' AND kind = 'checkpoint'").fetchone()[0]
+    ok = con.execute(
+        f"SELECT count(*) FROM read_parquet('{pattern}') WHERE status = 'ok' AND kind = 'checkpoint'"
+    ).fetchone()[0]
     assert ok == expected.filter(pa.compute.equal(expected["kind"], "checkpoint")).num_rows
 
 
@@ -150,23 +158,42 @@ def test_bad_names_are_refused(tmp_path, results):
 
 
 def _row(trial_id, attack, budget, acc, status="ok", seed=0):
-    return {"campaign": "c", "trial_id": trial_id, "kind": "checkpoint", "status": status, "dataset_label": "d",
-            "learner_label": "l", "defence_label": "none", "attack_label": attack, "budget_spec": str(budget),
-            "budget": budget, "n_poisons": budget, "test_accuracy": acc, "seed": seed}
+    return {
+        "campaign": "c",
+        "trial_id": trial_id,
+        "kind": "checkpoint",
+        "status": status,
+        "dataset_label": "d",
+        "learner_label": "l",
+        "defence_label": "none",
+        "attack_label": attack,
+        "budget_spec": str(budget),
+        "budget": budget,
+        "n_poisons": budget,
+        "test_accuracy": acc,
+        "seed": seed,
+    }
 
 
 def test_leaderboard_means_standard_errors_ranks_and_failures():
     from poisonbench.leaderboards.query import compare, leaderboard
     from poisonbench.results import rows_to_table
 
-    table = rows_to_table([
-        _row("a0", "weak", 10, 0.9), _row("a1", "weak", 10, 0.8, seed=1),
-        _row("b0", "strong", 10, 0.5), _row("b1", "strong", 10, 0.7, seed=1),
-        _row("c0", "broken", 10, None, status="failed"),
-    ])
+    table = rows_to_table(
+        [
+            _row("a0", "weak", 10, 0.9),
+            _row("a1", "weak", 10, 0.8, seed=1),
+            _row("b0", "strong", 10, 0.5),
+            _row("b1", "strong", 10, 0.7, seed=1),
+            _row("c0", "broken", 10, None, status="failed"),
+        ]
+    )
     entries = leaderboard(table)
     assert [(e["attack_label"], e["rank"], e["seeds"], e["failed"]) for e in entries] == [
-        ("strong", 1, 2, 0), ("weak", 2, 2, 0), ("broken", None, 0, 1)]
+        ("strong", 1, 2, 0),
+        ("weak", 2, 2, 0),
+        ("broken", None, 0, 1),
+    ]
     assert entries[0]["test_accuracy"] == pytest.approx(0.6)
     assert entries[0]["test_accuracy_se"] == pytest.approx(0.1)  # s = 0.1414, s / sqrt(2)
     assert entries[1]["test_accuracy_se"] == pytest.approx(0.05)

@@ -15,8 +15,10 @@ def _data(**overrides):
     rng = np.random.default_rng(0)
     args = dict(
         name="t",
-        X_train=rng.random((6, 3)), y_train=np.array([1, -1, 1, -1, 1, -1.0]),
-        X_test=rng.random((4, 3)), y_test=np.array([1, -1, 1, -1.0]),
+        X_train=rng.random((6, 3)),
+        y_train=np.array([1, -1, 1, -1, 1, -1.0]),
+        X_test=rng.random((4, 3)),
+        y_test=np.array([1, -1, 1, -1.0]),
         feasible=FeasibleSet.box(3),
     )
     args.update(overrides)
@@ -46,7 +48,10 @@ def test_valid_dataset_is_frozen_and_copied():
         ({"feasible": FeasibleSet.box(2)}, "feasible set: expected 3 features"),
         ({"X_val": np.ones((2, 3))}, "give both X_val and y_val"),
         ({"feature_names": ("a",)}, "feature_names: expected 3 names, got 1"),
-        ({"subpopulations": {"s": Subpopulation("s", np.array([9]), np.array([0]))}}, r"subpopulation 's': train index out of range 0\.\.5"),
+        (
+            {"subpopulations": {"s": Subpopulation("s", np.array([9]), np.array([0]))}},
+            r"subpopulation 's': train index out of range 0\.\.5",
+        ),
     ],
 )
 def test_dataset_validation_errors(overrides, message):
@@ -55,7 +60,10 @@ def test_dataset_validation_errors(overrides, message):
 
 
 def test_feasible_set_lo_above_hi_is_empty():
-    with pytest.raises(ValueError, match=r"feasible set is empty: lo > hi for 1 feature\(s\), first at index 1 \(lo=2, hi=1\); expected lo <= hi"):
+    with pytest.raises(
+        ValueError,
+        match=r"feasible set is empty: lo > hi for 1 feature\(s\), first at index 1 \(lo=2, hi=1\); expected lo <= hi",
+    ):
         FeasibleSet(np.array([0.0, 2.0]), np.array([1.0, 1.0]))
 
 

@@ -65,19 +65,28 @@ def accuracy_of(diag: dict, subpopulation: str | None) -> float:
     return float(diag["subpop_accuracy"] if subpopulation is not None else diag["test_accuracy"])
 
 
-def run_case(data: Dataset, dataset: str, learner_name: str, spec: str, subpopulation: str | None,
-             args: argparse.Namespace) -> dict:
+def run_case(
+    data: Dataset, dataset: str, learner_name: str, spec: str, subpopulation: str | None, args: argparse.Namespace
+) -> dict:
     learner = make_learner(learner_name)
     eps = EPSILON[(dataset, learner_name)]
     scenario = Scenario(data, learner, seed=0, subpopulation=subpopulation)
-    mtp = ModelTargetedPoisoning(target=spec, epsilon=eps, copies=args.copies, max_poisons=args.max_poisons,
-                                 restarts=args.lr_restarts, max_steps=args.lr_steps)
+    mtp = ModelTargetedPoisoning(
+        target=spec,
+        epsilon=eps,
+        copies=args.copies,
+        max_poisons=args.max_poisons,
+        restarts=args.lr_restarts,
+        max_steps=args.lr_steps,
+    )
     target = mtp.target_model(scenario)
     t0 = time.perf_counter()
     trace = []
     for batch in mtp.poison(scenario):
         d = batch.diagnostics
-        trace.append({k: d[k] for k in ("n_poisons", "max_loss_diff", "param_distance", "test_accuracy", "subpop_accuracy")})
+        trace.append(
+            {k: d[k] for k in ("n_poisons", "max_loss_diff", "param_distance", "test_accuracy", "subpop_accuracy")}
+        )
         if len(trace) % 200 == 0:
             log(f"  mtp n={d['n_poisons']} mld={d['max_loss_diff']:.4g} acc={accuracy_of(d, subpopulation):.3f}")
     mtp_seconds = time.perf_counter() - t0
@@ -92,22 +101,41 @@ def run_case(data: Dataset, dataset: str, learner_name: str, spec: str, subpopul
         kkt_attack = KKTAttack(target, split_step=args.split_step)
         kkt = next(iter(kkt_attack.poison(Scenario(data, learner, budget=n, seed=0, subpopulation=subpopulation))))
         kd = kkt.diagnostics
-        rows.append({
-            "fraction": frac, "n": n,
-            "mtp_accuracy": accuracy_of(at, subpopulation), "mtp_param_distance": at["param_distance"],
-            "kkt_accuracy": accuracy_of(kd, subpopulation), "kkt_param_distance": kd["param_distance"],
-            "kkt_objective": kd.get("kkt_objective"), "kkt_search_objective": kd.get("kkt_search_objective"),
-            "kkt_split": kd.get("split"),
-            "kkt_seconds": time.perf_counter() - t0,
-        })
-        log(f"  f={frac} n={n} mtp={rows[-1]['mtp_accuracy']:.3f} kkt={rows[-1]['kkt_accuracy']:.3f} "
-            f"kkt_obj={kd.get('kkt_objective', float('nan')):.3g} ({rows[-1]['kkt_seconds']:.0f}s)")
+        rows.append(
+            {
+                "fraction": frac,
+                "n": n,
+                "mtp_accuracy": accuracy_of(at, subpopulation),
+                "mtp_param_distance": at["param_distance"],
+                "kkt_accuracy": accuracy_of(kd, subpopulation),
+                "kkt_param_distance": kd["param_distance"],
+                "kkt_objective": kd.get("kkt_objective"),
+                "kkt_search_objective": kd.get("kkt_search_objective"),
+                "kkt_split": kd.get("split"),
+                "kkt_seconds": time.perf_counter() - t0,
+            }
+        )
+        log(
+            f"  f={frac} n={n} mtp={rows[-1]['mtp_accuracy']:.3f} kkt={rows[-1]['kkt_accuracy']:.3f} "
+            f"kkt_obj={kd.get('kkt_objective', float('nan')):.3g} ({rows[-1]['kkt_seconds']:.0f}s)"
+        )
     out = {
-        "dataset": dataset, "learner": learner_name, "target": spec, "subpopulation": subpopulation,
-        "epsilon": eps, "n_p": n_p, "epsilon_close": bool(closest), "mtp_seconds": mtp_seconds,
-        "target_accuracy": (target.accuracy(data.X_test[data.subpopulation(subpopulation).test_idx],
-                                            data.y_test[data.subpopulation(subpopulation).test_idx])
-                            if subpopulation else target.accuracy(data.X_test, data.y_test)),
+        "dataset": dataset,
+        "learner": learner_name,
+        "target": spec,
+        "subpopulation": subpopulation,
+        "epsilon": eps,
+        "n_p": n_p,
+        "epsilon_close": bool(closest),
+        "mtp_seconds": mtp_seconds,
+        "target_accuracy": (
+            target.accuracy(
+                data.X_test[data.subpopulation(subpopulation).test_idx],
+                data.y_test[data.subpopulation(subpopulation).test_idx],
+            )
+            if subpopulation
+            else target.accuracy(data.X_test, data.y_test)
+        ),
         "clean_accuracy": accuracy_of(trace[0], subpopulation),
         "rows": rows,
     }
@@ -132,17 +160,23 @@ def label_flip_comparison(data: Dataset, learner, subpopulation: str, trace: lis
         model = learner.fit(X, y)
         accs.append(model.accuracy(data.X_test[test_idx], data.y_test[test_idx]))
     log(f"  label flip n_0={n_0}: subpop acc {np.mean(accs):.3f} ± {np.std(accs) / np.sqrt(len(accs)):.3f}")
-    return {"n_0": n_0, "accuracies": accs, "mean": float(np.mean(accs)),
-            "se": float(np.std(accs, ddof=1) / np.sqrt(len(accs))) if len(accs) > 1 else 0.0}
+    return {
+        "n_0": n_0,
+        "accuracies": accs,
+        "mean": float(np.mean(accs)),
+        "se": float(np.std(accs, ddof=1) / np.sqrt(len(accs))) if len(accs) > 1 else 0.0,
+    }
 
 
 def markdown(results: list[dict]) -> str:
     lines = []
     for r in results:
         name = r["subpopulation"] or r["target"]
-        lines.append(f"\n**{r['dataset']} / {r['learner']} / {name}**: n_p = {r['n_p']} "
-                     f"(ε = {r['epsilon']}, ε-close: {'yes' if r['epsilon_close'] else 'no'}), "
-                     f"clean {100 * r['clean_accuracy']:.1f} %, target {100 * r['target_accuracy']:.1f} %\n")
+        lines.append(
+            f"\n**{r['dataset']} / {r['learner']} / {name}**: n_p = {r['n_p']} "
+            f"(ε = {r['epsilon']}, ε-close: {'yes' if r['epsilon_close'] else 'no'}), "
+            f"clean {100 * r['clean_accuracy']:.1f} %, target {100 * r['target_accuracy']:.1f} %\n"
+        )
         lines.append("| poisons | " + " | ".join(f"{row['fraction']:g}·n_p = {row['n']}" for row in r["rows"]) + " |")
         lines.append("|---" * (len(r["rows"]) + 1) + "|")
         lines.append("| KKT | " + " | ".join(f"{100 * row['kkt_accuracy']:.1f}" for row in r["rows"]) + " |")
@@ -158,15 +192,21 @@ def markdown(results: list[dict]) -> str:
             if lf["n_0"] is None:
                 lines.append(f"| {r['dataset']} / {r['learner']} / {r['subpopulation']} | not reached | – | – |")
             else:
-                lines.append(f"| {r['dataset']} / {r['learner']} / {r['subpopulation']} | {lf['n_0']} | 0.0 % | "
-                             f"{100 * lf['mean']:.1f} ± {100 * lf['se']:.1f} % |")
+                lines.append(
+                    f"| {r['dataset']} / {r['learner']} / {r['subpopulation']} | {lf['n_0']} | 0.0 % | "
+                    f"{100 * lf['mean']:.1f} ± {100 * lf['se']:.1f} % |"
+                )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", nargs="+", default=["adult-svm", "adult-logistic", "mnist-svm", "mnist-logistic"],
-                        choices=["adult-svm", "adult-logistic", "mnist-svm", "mnist-logistic"])
+    parser.add_argument(
+        "--cases",
+        nargs="+",
+        default=["adult-svm", "adult-logistic", "mnist-svm", "mnist-logistic"],
+        choices=["adult-svm", "adult-logistic", "mnist-svm", "mnist-logistic"],
+    )
     parser.add_argument("--subpops", type=int, default=3, help="Adult: the k most accurate clusters")
     parser.add_argument("--copies", type=int, default=1, help="MTP: copies per iteration")
     parser.add_argument("--max-poisons", type=int, default=None, help="MTP: cap on n_p")

@@ -47,37 +47,61 @@ def emit(**row) -> None:
 def run_mnist(copies: int, full_grid: bool) -> None:
     data = mnist(seed=0, pair="1v7")
     scenario = Scenario(data, LinearSVM())
-    grid = {} if full_grid else dict(quantiles=[0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6], repeats=[1, 2, 3, 5, 8, 12, 20, 30])
+    grid = (
+        {} if full_grid else dict(quantiles=[0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6], repeats=[1, 2, 3, 5, 8, 12, 20, 30])
+    )
     clean = scenario.learner.fit(data.X_train, data.y_train)
-    emit(experiment="mnist17-clean", n_train=data.n_train, n_test=len(data.y_test),
-         test_accuracy=clean.accuracy(data.X_test, data.y_test))
+    emit(
+        experiment="mnist17-clean",
+        n_train=data.n_train,
+        n_test=len(data.y_test),
+        test_accuracy=clean.accuracy(data.X_test, data.y_test),
+    )
     for rate in (0.05, 0.10, 0.15):
         for improved in (False, True):
             spec = f"error:{rate}" + (":improved" if improved else "")
             target = make_target(spec, scenario, **grid)
             induced, n_p, last, curve, secs = attack(scenario, target, 0.1, copies)
             lb = certified_lower_bound(scenario, induced, epsilon=0.1, max_poisons=4 * max(n_p, 1))
-            emit(experiment="mnist17", spec=spec, copies=copies, n_p=n_p,
-                 target_test_accuracy=target.accuracy(data.X_test, data.y_test),
-                 target_clean_loss=target.info["clean_objective"] * data.n_train,
-                 induced_test_accuracy=induced.accuracy(data.X_test, data.y_test),
-                 max_loss_diff=last["max_loss_diff"], lower_bound=lb.value, lower_bound_poisons=lb.poisons_at_least,
-                 certified=lb.certified, seconds=secs, curve=curve[:: max(1, len(curve) // 40)])
+            emit(
+                experiment="mnist17",
+                spec=spec,
+                copies=copies,
+                n_p=n_p,
+                target_test_accuracy=target.accuracy(data.X_test, data.y_test),
+                target_clean_loss=target.info["clean_objective"] * data.n_train,
+                induced_test_accuracy=induced.accuracy(data.X_test, data.y_test),
+                max_loss_diff=last["max_loss_diff"],
+                lower_bound=lb.value,
+                lower_bound_poisons=lb.poisons_at_least,
+                certified=lb.certified,
+                seconds=secs,
+                curve=curve[:: max(1, len(curve) // 40)],
+            )
 
 
 def run_copies() -> None:
     data = mnist(seed=0, pair="1v7")
     scenario = Scenario(data, LinearSVM())
-    target = make_target("error:0.1", scenario, quantiles=[0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6],
-                         repeats=[1, 2, 3, 5, 8, 12, 20, 30])
+    target = make_target(
+        "error:0.1", scenario, quantiles=[0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6], repeats=[1, 2, 3, 5, 8, 12, 20, 30]
+    )
     n_p = None
     for k in (1, 2):  # k = 1 to ε-closeness, then k = 2 with the same number of poisons (paper §4.1)
-        induced, used, last, _, secs = attack(scenario, target, 0.1 if k == 1 else None, copies=k,
-                                              cap=20_000 if k == 1 else n_p)
+        induced, used, last, _, secs = attack(
+            scenario, target, 0.1 if k == 1 else None, copies=k, cap=20_000 if k == 1 else n_p
+        )
         n_p = n_p or used
-        emit(experiment="mnist17-copies", copies=k, n_poisons=used, iterations=int(np.ceil(used / k)),
-             test_accuracy=induced.accuracy(data.X_test, data.y_test), max_loss_diff=last["max_loss_diff"],
-             target_test_accuracy=target.accuracy(data.X_test, data.y_test), seconds=secs)
+        emit(
+            experiment="mnist17-copies",
+            copies=k,
+            n_poisons=used,
+            iterations=int(np.ceil(used / k)),
+            test_accuracy=induced.accuracy(data.X_test, data.y_test),
+            max_loss_diff=last["max_loss_diff"],
+            target_test_accuracy=target.accuracy(data.X_test, data.y_test),
+            seconds=secs,
+        )
 
 
 def run_adult(learner: str, clusters: int, max_steps: int) -> None:
@@ -85,8 +109,13 @@ def run_adult(learner: str, clusters: int, max_steps: int) -> None:
     scenario0 = Scenario(data, LEARNERS[learner]())
     clean = scenario0.learner.fit(data.X_train, data.y_train)
     names = top_subpopulations(data, clean, k=clusters)
-    emit(experiment="adult-clean", learner=learner, test_accuracy=clean.accuracy(data.X_test, data.y_test),
-         n_train=data.n_train, clusters=names)
+    emit(
+        experiment="adult-clean",
+        learner=learner,
+        test_accuracy=clean.accuracy(data.X_test, data.y_test),
+        n_train=data.n_train,
+        clusters=names,
+    )
     epsilon = 0.01 if learner == "svm" else 0.05
     for name in names:
         scenario = Scenario(data, scenario0.learner, subpopulation=name)
@@ -95,12 +124,21 @@ def run_adult(learner: str, clusters: int, max_steps: int) -> None:
         target_s = time.perf_counter() - t0
         induced, n_p, last, curve, secs = attack(scenario, target, epsilon, max_steps=max_steps)
         sub = data.subpopulation(name)
-        row = dict(experiment="adult", learner=learner, cluster=name, n_p=n_p, epsilon=epsilon,
-                   subpop_test_points=int(sub.test_idx.size),
-                   subpop_accuracy=induced.accuracy(data.X_test[sub.test_idx], data.y_test[sub.test_idx]),
-                   target_subpop_accuracy=target.accuracy(data.X_test[sub.test_idx], data.y_test[sub.test_idx]),
-                   test_accuracy=induced.accuracy(data.X_test, data.y_test), max_loss_diff=last["max_loss_diff"],
-                   target_seconds=target_s, seconds=secs, curve=curve[:: max(1, len(curve) // 40)])
+        row = dict(
+            experiment="adult",
+            learner=learner,
+            cluster=name,
+            n_p=n_p,
+            epsilon=epsilon,
+            subpop_test_points=int(sub.test_idx.size),
+            subpop_accuracy=induced.accuracy(data.X_test[sub.test_idx], data.y_test[sub.test_idx]),
+            target_subpop_accuracy=target.accuracy(data.X_test[sub.test_idx], data.y_test[sub.test_idx]),
+            test_accuracy=induced.accuracy(data.X_test, data.y_test),
+            max_loss_diff=last["max_loss_diff"],
+            target_seconds=target_s,
+            seconds=secs,
+            curve=curve[:: max(1, len(curve) // 40)],
+        )
         if learner == "svm":
             lb = certified_lower_bound(scenario, induced, epsilon=epsilon, max_poisons=4 * max(n_p, 1))
             row.update(lower_bound=lb.value, lower_bound_poisons=lb.poisons_at_least, certified=lb.certified)

@@ -22,7 +22,9 @@ LAMS = {"no regularisation (λ = −8)": -8.0, "λ = log 20": float(np.log(20.0)
 T, ETA, ALPHA, T_DP = 500, 0.2, 0.4, 50
 
 
-def batched_gd(X: np.ndarray, y: np.ndarray, Xp: np.ndarray, yp: float, lam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def batched_gd(
+    X: np.ndarray, y: np.ndarray, Xp: np.ndarray, yp: float, lam: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """T GD steps of the eq.-6 logistic learner (as ``torch-logistic``) for many poison positions
     ``Xp`` (G, d) and strengths ``lam`` (L,) at once; returns w (L, G, d), b (L, G)."""
     from scipy.special import expit
@@ -95,7 +97,9 @@ def main() -> None:
             "clean": (clean.w.tolist(), clean.b),
             "poisoned": (pois.w.tolist(), pois.b),
         }
-        print(label, json.dumps({k: v for k, v in results[label].items() if k not in ("clean", "poisoned")}), flush=True)
+        print(
+            label, json.dumps({k: v for k, v in results[label].items() if k not in ("clean", "poisoned")}), flush=True
+        )
 
     g = np.linspace(-9.5, 9.5, args.grid)
     GX, GY = np.meshgrid(g, g)
@@ -110,22 +114,29 @@ def main() -> None:
     best_lam = lam_grid[np.argmin(val_metrics(w, b, ds.X_val, ds.y_val)[1], axis=0)].reshape(GX.shape)
     # cross-check the batched numpy GD against the torch learner at one grid cell
     k = len(P) // 3
-    ref = TorchLogisticRegression(lam=lam_grid[5], steps=T, lr=ETA).fit(np.r_[ds.X_train, P[k:k + 1]], np.r_[ds.y_train, yp])
+    ref = TorchLogisticRegression(lam=lam_grid[5], steps=T, lr=ETA).fit(
+        np.r_[ds.X_train, P[k : k + 1]], np.r_[ds.y_train, yp]
+    )
     assert np.allclose(np.r_[w[5, k], b[5, k]], ref.theta, atol=1e-8), "batched GD differs from torch-logistic"
 
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
     for ax, (label, _lam) in zip(axes[:2], LAMS.items()):
-        im = ax.pcolormesh(GX, GY, maps[label], cmap="viridis", vmin=0, vmax=max(m.max() for m in maps.values()), shading="auto")
+        im = ax.pcolormesh(
+            GX, GY, maps[label], cmap="viridis", vmin=0, vmax=max(m.max() for m in maps.values()), shading="auto"
+        )
         fig.colorbar(im, ax=ax, label="validation error")
         _points(ax, ds)
         r = results[label]
         for (wv, bv), style in ((r["clean"], dict(color="white", ls="--")), (r["poisoned"], dict(color="red", ls="-"))):
             xs = np.linspace(-9.5, 9.5, 2)
-            ax.plot(xs, -(bv + np.array(wv)[0] * xs) / np.array(wv)[1], lw=2, **style) if abs(wv[1]) > 1e-9 else \
-                ax.axvline(-bv / wv[0], lw=2, **style)
+            ax.plot(xs, -(bv + np.array(wv)[0] * xs) / np.array(wv)[1], lw=2, **style) if abs(
+                wv[1]
+            ) > 1e-9 else ax.axvline(-bv / wv[0], lw=2, **style)
         ax.scatter(*r["poison"], c="red", s=120, edgecolor="k", zorder=5, label="poison")
-        ax.set_title(f"{label}, poison label {r['poison_label']:+.0f}:\nval. error {r['val_error_clean']:.3f} → "
-                     f"{r['val_error_poisoned']:.3f}, boundary turned {r['boundary_rotation_deg']:.1f}°")
+        ax.set_title(
+            f"{label}, poison label {r['poison_label']:+.0f}:\nval. error {r['val_error_clean']:.3f} → "
+            f"{r['val_error_poisoned']:.3f}, boundary turned {r['boundary_rotation_deg']:.1f}°"
+        )
     im = axes[2].pcolormesh(GX, GY, best_lam, cmap="magma", shading="auto")
     fig.colorbar(im, ax=axes[2], label="λ minimising validation loss")
     _points(axes[2], ds)
@@ -135,8 +146,15 @@ def main() -> None:
         ax.plot([-9.5, 9.5, 9.5, -9.5, -9.5], [-9.5, -9.5, 9.5, 9.5, -9.5], color="grey", ls="-.")
     fig.tight_layout()
     fig.savefig(args.out, dpi=110)
-    print(json.dumps({"learned_lambda_range": [float(best_lam.min()), float(best_lam.max())],
-                      "seconds": round(time.time() - t0, 1), "out": args.out}))
+    print(
+        json.dumps(
+            {
+                "learned_lambda_range": [float(best_lam.min()), float(best_lam.max())],
+                "seconds": round(time.time() - t0, 1),
+                "out": args.out,
+            }
+        )
+    )
 
 
 def _points(ax, ds) -> None:

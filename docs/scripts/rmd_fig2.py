@@ -32,27 +32,49 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict:
     ds = mnist(seed=seed, pair="0v8", n_train=256, n_val=256)
     base = TorchLogisticRegression(steps=args.T, lr=0.1)
     lam_clean = CrossValidatedL2(folds=5, n_grid=14).fit(base, ds.X_train, ds.y_train).hyperparameters["lambda"]
-    modes = {"λ = −8": (-8.0, False), "λ = log 200": (LOG_200, False), "λ_CLEAN": (lam_clean, False),
-             "λ_RMD": (0.0, True)}
+    modes = {
+        "λ = −8": (-8.0, False),
+        "λ = log 200": (LOG_200, False),
+        "λ_CLEAN": (lam_clean, False),
+        "λ_RMD": (0.0, True),
+    }
     out: dict = {"lambda_clean": lam_clean, "n_train": ds.n_train, "n_test": len(ds.y_test)}
     for name, (lam0, learn) in modes.items():
         if name not in args.modes:
             continue
         t0 = time.time()
-        attack = RMDAttack(batch_size=args.batch, n_batches=args.batches, learn_lambda=learn, lam0=lam0,
-                           hyperiterations=args.hyper, clean_iterations=args.clean_hyper, alpha=0.99, beta=args.beta)
+        attack = RMDAttack(
+            batch_size=args.batch,
+            n_batches=args.batches,
+            learn_lambda=learn,
+            lam0=lam0,
+            hyperiterations=args.hyper,
+            clean_iterations=args.clean_hyper,
+            alpha=0.99,
+            beta=args.beta,
+        )
         Xp, yp, rows = np.zeros((0, ds.n_features)), np.zeros(0), []
         for batch in attack.poison(Scenario(ds, base.with_lambda(lam0), budget=args.batch * args.batches, seed=seed)):
             Xp, yp = np.r_[Xp, batch.X], np.r_[yp, batch.y]
             lam = batch.diagnostics["lambda"]
             model = base.with_lambda(lam).fit(np.r_[ds.X_train, Xp], np.r_[ds.y_train, yp])
-            rows.append({"n_poisons": len(yp), "fraction": len(yp) / (ds.n_train + len(yp)), "lambda": lam,
-                         "test_error": 1 - model.accuracy(ds.X_test, ds.y_test),
-                         "w_sq_norm": float(model.w @ model.w),
-                         "validation_loss": batch.diagnostics["validation_loss"]})
+            rows.append(
+                {
+                    "n_poisons": len(yp),
+                    "fraction": len(yp) / (ds.n_train + len(yp)),
+                    "lambda": lam,
+                    "test_error": 1 - model.accuracy(ds.X_test, ds.y_test),
+                    "w_sq_norm": float(model.w @ model.w),
+                    "validation_loss": batch.diagnostics["validation_loss"],
+                }
+            )
         out[name] = rows
-        print(f"seed {seed} {name}: " + " ".join(f"{r['fraction']:.3f}:{r['test_error']:.3f}(λ={r['lambda']:.2f})"
-                                                 for r in rows) + f"  [{time.time() - t0:.0f}s]", flush=True)
+        print(
+            f"seed {seed} {name}: "
+            + " ".join(f"{r['fraction']:.3f}:{r['test_error']:.3f}(λ={r['lambda']:.2f})" for r in rows)
+            + f"  [{time.time() - t0:.0f}s]",
+            flush=True,
+        )
     return out
 
 
@@ -106,9 +128,12 @@ def summary(runs: list[dict]) -> dict:
         err = np.array([[r["test_error"] for r in run[mode]] for run in runs])
         lam = np.array([[r["lambda"] for r in run[mode]] for run in runs])
         se = err.std(0, ddof=1) / np.sqrt(len(runs)) if len(runs) > 1 else np.zeros(err.shape[1])
-        out[mode] = {"fraction": [round(r["fraction"], 4) for r in runs[0][mode]],
-                     "test_error": err.mean(0).round(4).tolist(), "test_error_se": se.round(4).tolist(),
-                     "lambda": lam.mean(0).round(3).tolist()}
+        out[mode] = {
+            "fraction": [round(r["fraction"], 4) for r in runs[0][mode]],
+            "test_error": err.mean(0).round(4).tolist(),
+            "test_error_se": se.round(4).tolist(),
+            "lambda": lam.mean(0).round(3).tolist(),
+        }
     return out
 
 

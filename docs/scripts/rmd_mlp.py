@@ -47,25 +47,51 @@ def main() -> None:
     runs = []
     for seed in range(args.seeds):
         full = mnist(seed=seed, pair="0v8", n_train=256, n_val=256)
-        ds = Dataset("mnist-0v8-14x14", downsample(full.X_train), full.y_train, downsample(full.X_test), full.y_test,
-                     FeasibleSet.box(196, 0.0, 1.0), downsample(full.X_val), full.y_val)
+        ds = Dataset(
+            "mnist-0v8-14x14",
+            downsample(full.X_train),
+            full.y_train,
+            downsample(full.X_test),
+            full.y_test,
+            FeasibleSet.box(196, 0.0, 1.0),
+            downsample(full.X_val),
+            full.y_val,
+        )
         learner = TorchMLP(lam=-8.0, hidden=[128, 32], steps=100, lr=0.2, seed=seed, dtype="float32")
         run = {}
         for mode, learn in (("λ = −8", False), ("λ_RMD", True)):
-            attack = RMDAttack(batch_size=args.batch, n_batches=args.batches, learn_lambda=learn, lam0=-8.0 if not learn else 0.0,
-                               lam_min=-8.0, lam_max=float(np.log(60.0)), hyperiterations=args.hyper,
-                               clean_iterations=args.clean_hyper, alpha=0.99, beta=0.05, dtype="float32")
+            attack = RMDAttack(
+                batch_size=args.batch,
+                n_batches=args.batches,
+                learn_lambda=learn,
+                lam0=-8.0 if not learn else 0.0,
+                lam_min=-8.0,
+                lam_max=float(np.log(60.0)),
+                hyperiterations=args.hyper,
+                clean_iterations=args.clean_hyper,
+                alpha=0.99,
+                beta=0.05,
+                dtype="float32",
+            )
             Xp, yp, rows = np.zeros((0, 196)), np.zeros(0), []
             for batch in attack.poison(Scenario(ds, learner, budget=args.batch * args.batches, seed=seed)):
                 Xp, yp = np.r_[Xp, batch.X], np.r_[yp, batch.y]
                 lam = batch.diagnostics["lambda_layers"]
                 model = learner.with_lambda(lam).fit(np.r_[ds.X_train, Xp], np.r_[ds.y_train, yp])
                 sizes = [W.size for W in model.weights]
-                rows.append({"fraction": len(yp) / (ds.n_train + len(yp)), "lambda_layers": lam,
-                             "test_error": 1 - model.accuracy(ds.X_test, ds.y_test),
-                             "w_sq_norm_per_param": [float((W**2).sum()) / n for W, n in zip(model.weights, sizes)]})
-                print(f"seed {seed} {mode} {rows[-1]['fraction']:.3f} err {rows[-1]['test_error']:.3f} "
-                      f"λ {np.round(lam, 3).tolist()}  [{time.time() - t0:.0f}s]", flush=True)
+                rows.append(
+                    {
+                        "fraction": len(yp) / (ds.n_train + len(yp)),
+                        "lambda_layers": lam,
+                        "test_error": 1 - model.accuracy(ds.X_test, ds.y_test),
+                        "w_sq_norm_per_param": [float((W**2).sum()) / n for W, n in zip(model.weights, sizes)],
+                    }
+                )
+                print(
+                    f"seed {seed} {mode} {rows[-1]['fraction']:.3f} err {rows[-1]['test_error']:.3f} "
+                    f"λ {np.round(lam, 3).tolist()}  [{time.time() - t0:.0f}s]",
+                    flush=True,
+                )
             run[mode] = rows
         runs.append(run)
         with open(args.json, "w") as fh:

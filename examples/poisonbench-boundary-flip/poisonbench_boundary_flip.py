@@ -11,12 +11,13 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from poisonbench import hookimpl
-from poisonbench.attack import PoisonBatch, Scenario
+from poisonbench import Param, PoisonBatch, Scenario, hookimpl
+from poisonbench.params import declare
 
 __version__ = "0.1.0"
 
 
+@declare({"batch_size": Param(int, "flipped points per batch", low=1)})
 class BoundaryFlip:
     """Flip the labels of the training points nearest the clean decision boundary."""
 
@@ -24,8 +25,6 @@ class BoundaryFlip:
     needs_budget = False
 
     def __init__(self, batch_size: int = 10):
-        if batch_size < 1:
-            raise ValueError(f"boundary-flip: batch_size must be >= 1, got {batch_size}")
         self.batch_size = batch_size
 
     def poison(self, scenario: Scenario) -> Iterator[PoisonBatch]:
@@ -35,7 +34,9 @@ class BoundaryFlip:
         order = np.argsort(np.abs(model.decision_function(data.X_train)), kind="stable")[:budget]
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
-            yield PoisonBatch(data.X_train[idx], -data.y_train[idx], {"test_accuracy": model.accuracy(data.X_test, data.y_test)})
+            yield PoisonBatch(
+                data.X_train[idx], -data.y_train[idx], {"test_accuracy": model.accuracy(data.X_test, data.y_test)}
+            )
 
 
 @hookimpl

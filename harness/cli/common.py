@@ -17,8 +17,13 @@ from poisonbench.host import PluginError, PluginHost, load_host
 from poisonbench.leaderboards.store import DEFAULT_STORE
 
 STORE_OPTION = click.option(
-    "--store", "store_dir", envvar="POISONBENCH_STORE", default=DEFAULT_STORE, show_default=True,
-    type=click.Path(file_okay=False), help="Store directory (env POISONBENCH_STORE).",
+    "--store",
+    "store_dir",
+    envvar="POISONBENCH_STORE",
+    default=DEFAULT_STORE,
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Store directory (env POISONBENCH_STORE).",
 )
 
 

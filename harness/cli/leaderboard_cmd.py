@@ -17,10 +17,18 @@ CAMPAIGN_OPTION = click.option(
     "--campaign", "campaigns", multiple=True, metavar="NAME", help="Only these campaigns (repeatable; default: all)."
 )
 BUDGET_OPTION = click.option(
-    "--budget", "budgets", multiple=True, metavar="B", help="Only these budgets, as in the campaign: 100 or 0.05 (repeatable)."
+    "--budget",
+    "budgets",
+    multiple=True,
+    metavar="B",
+    help="Only these budgets, as in the campaign: 100 or 0.05 (repeatable).",
 )
 METRIC_OPTION = click.option(
-    "--metric", type=click.Choice(query.METRICS), default="test_accuracy", show_default=True, help="Metric to rank / compare / plot."
+    "--metric",
+    type=click.Choice(query.METRICS),
+    default="test_accuracy",
+    show_default=True,
+    help="Metric to rank / compare / plot.",
 )
 
 
@@ -34,7 +42,11 @@ def leaderboard() -> None:
 @CAMPAIGN_OPTION
 @BUDGET_OPTION
 @METRIC_OPTION
-@click.option("--descending", is_flag=True, help="Rank the highest value first (default: lowest accuracy = strongest attack first).")
+@click.option(
+    "--descending",
+    is_flag=True,
+    help="Rank the highest value first (default: lowest accuracy = strongest attack first).",
+)
 def show(store_dir: str, campaigns: tuple[str, ...], budgets: tuple[str, ...], metric: str, descending: bool) -> None:
     """Ranked attacks per campaign × dataset × learner × defence × budget (mean ± s.e. over seeds)."""
     entries = _leaderboard(store_dir, campaigns, budgets, metric, descending)
@@ -59,8 +71,13 @@ def show(store_dir: str, campaigns: tuple[str, ...], budgets: tuple[str, ...], m
 @METRIC_OPTION
 @click.option("--format", "fmt", type=click.Choice(lb_export.FORMATS), default="text", show_default=True)
 def compare(
-    attacks: tuple[str, str] | None, two_campaigns: tuple[str, str] | None, store_dir: str,
-    campaigns: tuple[str, ...], budgets: tuple[str, ...], metric: str, fmt: str,
+    attacks: tuple[str, str] | None,
+    two_campaigns: tuple[str, str] | None,
+    store_dir: str,
+    campaigns: tuple[str, ...],
+    budgets: tuple[str, ...],
+    metric: str,
+    fmt: str,
 ) -> None:
     """Two attacks (--attacks A B) or two campaigns (--campaigns C1 C2) side by side, with B − A."""
     if (attacks is None) == (two_campaigns is None):
@@ -80,14 +97,25 @@ def compare(
 
 @leaderboard.command("export")
 @click.option("--format", "fmt", type=click.Choice(lb_export.FORMATS[1:]), required=True, help="Output format.")
-@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None, help="File to write (default: stdout).")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="File to write (default: stdout).",
+)
 @STORE_OPTION
 @CAMPAIGN_OPTION
 @BUDGET_OPTION
 @METRIC_OPTION
 @click.option("--descending", is_flag=True, help="Rank the highest value first.")
 def export(
-    fmt: str, output: Path | None, store_dir: str, campaigns: tuple[str, ...], budgets: tuple[str, ...], metric: str,
+    fmt: str,
+    output: Path | None,
+    store_dir: str,
+    campaigns: tuple[str, ...],
+    budgets: tuple[str, ...],
+    metric: str,
     descending: bool,
 ) -> None:
     """The ranked leaderboard as Markdown, CSV, HTML or JSON."""
@@ -103,7 +131,9 @@ def export(
 
 @leaderboard.command("plot")
 @click.argument("kind", type=click.Choice(lb_plot.KINDS))
-@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True, help="PNG, SVG or PDF file.")
+@click.option(
+    "--output", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True, help="PNG, SVG or PDF file."
+)
 @STORE_OPTION
 @CAMPAIGN_OPTION
 @METRIC_OPTION
@@ -129,7 +159,9 @@ def _read(store_dir: str, campaigns: tuple[str, ...]) -> Any:
     return table
 
 
-def _leaderboard(store_dir: str, campaigns: tuple[str, ...], budgets: tuple[str, ...], metric: str, descending: bool) -> list[dict[str, Any]]:
+def _leaderboard(
+    store_dir: str, campaigns: tuple[str, ...], budgets: tuple[str, ...], metric: str, descending: bool
+) -> list[dict[str, Any]]:
     table = _read(store_dir, campaigns)
     try:
         return query.leaderboard(table, metric, budgets, ascending=not descending)

@@ -23,7 +23,9 @@ USER_ERRORS = (UnknownNameError, PluginError, ValueError, TypeError, FileNotFoun
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="poisonbench")
-@click.option("--plugin", "plugin_modules", multiple=True, metavar="MODULE", help="Also load this plugin module (repeatable).")
+@click.option(
+    "--plugin", "plugin_modules", multiple=True, metavar="MODULE", help="Also load this plugin module (repeatable)."
+)
 @click.pass_context
 def cli(ctx: click.Context, plugin_modules: tuple[str, ...]) -> None:
     """poisonbench: benchmark data-poisoning attacks and defences."""

@@ -64,14 +64,24 @@ class StderrProgress:
 @click.argument("campaign_file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--executor", type=click.Choice(EXECUTORS), default="local", show_default=True, help="Where trials run.")
 @click.option("--address", default=None, help="Ray cluster address (ray executor); default: start a local Ray.")
-@click.option("--num-cpus", type=click.IntRange(min=1), default=None, help="CPUs of a locally started Ray (default: all).")
+@click.option(
+    "--num-cpus", type=click.IntRange(min=1), default=None, help="CPUs of a locally started Ray (default: all)."
+)
 @STORE_OPTION
 @click.option("--dry-run", is_flag=True, help="Print the trials (and whether they are done) without running them.")
-@click.option("--retry-failed", is_flag=True, help="Run again the trials that failed in earlier runs (skipped by default).")
+@click.option(
+    "--retry-failed", is_flag=True, help="Run again the trials that failed in earlier runs (skipped by default)."
+)
 @click.pass_context
 def run(
-    ctx: click.Context, campaign_file: Path, executor: str, address: str | None, num_cpus: int | None,
-    store_dir: str, dry_run: bool, retry_failed: bool,
+    ctx: click.Context,
+    campaign_file: Path,
+    executor: str,
+    address: str | None,
+    num_cpus: int | None,
+    store_dir: str,
+    dry_run: bool,
+    retry_failed: bool,
 ) -> None:
     """Run the trials of CAMPAIGN_FILE not yet in the store; print a summary table."""
     host = get_host(ctx)
@@ -83,7 +93,9 @@ def run(
         for t in trials:
             state = finished.get(t.trial_id, "todo")
             click.echo(f"{state:6}  {t.describe()}")
-        todo = sum(1 for t in trials if finished.get(t.trial_id) != "ok" and (retry_failed or t.trial_id not in finished))
+        todo = sum(
+            1 for t in trials if finished.get(t.trial_id) != "ok" and (retry_failed or t.trial_id not in finished)
+        )
         click.echo(f"{len(trials)} trial(s), {todo} to run (dry run: nothing executed)")
         return
     plugin_modules = tuple(ctx.ensure_object(dict).get("plugin_modules", ()))
@@ -114,7 +126,12 @@ def _load(path: Path, host: Any) -> tuple[Campaign, list[Trial]]:
 
 
 def _campaign_payload(campaign: Campaign) -> dict[str, Any]:
-    return {"campaign": campaign.name, "description": campaign.description, "source_file": campaign.path, "source": campaign.source}
+    return {
+        "campaign": campaign.name,
+        "description": campaign.description,
+        "source_file": campaign.path,
+        "source": campaign.source,
+    }
 
 
 def format_summary(report: CampaignReport) -> str:
@@ -126,7 +143,8 @@ def format_summary(report: CampaignReport) -> str:
         g = groups[(t.dataset.label, t.learner.label, t.defence.label, t.attack.label)]
         g[o.status] += 1
         g["acc"] += [
-            (r["budget"], r["n_poisons"], r["test_accuracy"]) for r in o.rows
+            (r["budget"], r["n_poisons"], r["test_accuracy"])
+            for r in o.rows
             if r.get("kind") == "checkpoint" and r.get("status") == "ok" and r.get("test_accuracy") is not None
         ]
     lines = [
@@ -137,12 +155,12 @@ def format_summary(report: CampaignReport) -> str:
     ]
     if groups:
         header = ("dataset", "learner", "defence", "attack", "ok", "failed", "acc@max budget")
-        body = [
-            (*key, str(g["ok"]), str(g["failed"]), _mean_at_max(g["acc"])) for key, g in groups.items()
-        ]
+        body = [(*key, str(g["ok"]), str(g["failed"]), _mean_at_max(g["acc"])) for key, g in groups.items()]
         lines.append(text_table(header, body))
     for o in report.failed:
-        lines.append(f"FAILED {o.trial.trial_id} {o.trial.attack.label} seed={o.trial.seed}: {_clip(o.error or '', 160)}")
+        lines.append(
+            f"FAILED {o.trial.trial_id} {o.trial.attack.label} seed={o.trial.seed}: {_clip(o.error or '', 160)}"
+        )
     return "\n".join(lines)
 
 

@@ -27,6 +27,7 @@ __all__ = ["EXECUTORS", "CampaignReport", "Executor", "OnStart", "TrialOutcome",
 
 EXECUTORS = ("local", "ray")
 
+
 def make_executor(
     name: str,
     host: PluginHost,
@@ -76,7 +77,9 @@ class Progress(Protocol):
     def finish(self) -> None: ...
 
 
-def select_trials(trials: Sequence[Trial], finished: dict[str, str], retry_failed: bool) -> tuple[list[Trial], int, int]:
+def select_trials(
+    trials: Sequence[Trial], finished: dict[str, str], retry_failed: bool
+) -> tuple[list[Trial], int, int]:
     """Trials still to run: those not in the store, plus failed ones when ``retry_failed``.
     Returns ``(todo, n_skipped_ok, n_skipped_failed)``."""
     todo, skip_ok, skip_failed = [], 0, 0

@@ -61,22 +61,30 @@ class LocalExecutor:
                 try:
                     self._child = _Child(self.plugin_modules)
                 except _ChildDied as exc:
-                    return failure_rows(trial, f"local executor: worker process failed to start: {exc}", self.name, started)
+                    return failure_rows(
+                        trial, f"local executor: worker process failed to start: {exc}", self.name, started
+                    )
             try:
                 return self._child.run(trial, float(trial.timeout))
             except _Overrun:
                 self._child.kill()
                 self._child = None
                 return failure_rows(
-                    trial, f"timeout: trial did not finish within {trial.timeout:g} s and was killed",
-                    self.name, started, time.perf_counter() - t0,
+                    trial,
+                    f"timeout: trial did not finish within {trial.timeout:g} s and was killed",
+                    self.name,
+                    started,
+                    time.perf_counter() - t0,
                 )
             except _ChildDied as exc:
                 self._child = None
                 if attempt == attempts:
                     return failure_rows(
-                        trial, f"system failure: worker process died ({exc}) in {attempts} attempt(s)",
-                        self.name, started, time.perf_counter() - t0,
+                        trial,
+                        f"system failure: worker process died ({exc}) in {attempts} attempt(s)",
+                        self.name,
+                        started,
+                        time.perf_counter() - t0,
                     )
 
 

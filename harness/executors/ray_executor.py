@@ -76,7 +76,11 @@ class RayExecutor:
         env = {k: os.environ[k] for k in ENV_PASSED if k in os.environ}
         kwargs: dict[str, Any] = {"log_to_driver": False, "include_dashboard": False}
         if self.address is None:
-            paths = [p for p in sys.path if p and os.path.isdir(p) and "-packages" not in p and not p.startswith(sys.base_prefix)]
+            paths = [
+                p
+                for p in sys.path
+                if p and os.path.isdir(p) and "-packages" not in p and not p.startswith(sys.base_prefix)
+            ]
             if paths:
                 env["PYTHONPATH"] = os.pathsep.join([*paths, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
             kwargs.update(num_cpus=self.num_cpus, object_store_memory=OBJECT_STORE_BYTES)
@@ -106,8 +110,11 @@ class RayExecutor:
                 if on_start is not None:
                     on_start(trial)
                 gen = task.options(
-                    num_returns="streaming", num_cpus=trial.num_cpus, num_gpus=trial.num_gpus,
-                    max_retries=trial.max_retries, retry_exceptions=False,
+                    num_returns="streaming",
+                    num_cpus=trial.num_cpus,
+                    num_gpus=trial.num_gpus,
+                    max_retries=trial.max_retries,
+                    retry_exceptions=False,
                 ).remote(trial, self.plugin_modules)
                 in_flight[gen] = _Flight(trial, utcnow())
                 used["CPU"] += trial.num_cpus
@@ -119,9 +126,15 @@ class RayExecutor:
                 try:
                     kind, value = ray.get(next(gen))
                 except Exception as exc:  # the worker died after its retries, or a harness bug
-                    kind, value = "rows", failure_rows(
-                        flight.trial, f"ray: {type(exc).__name__}: {_first_line(exc)}", self.name, flight.started_at,
-                        None if flight.started is None else time.monotonic() - flight.started,
+                    kind, value = (
+                        "rows",
+                        failure_rows(
+                            flight.trial,
+                            f"ray: {type(exc).__name__}: {_first_line(exc)}",
+                            self.name,
+                            flight.started_at,
+                            None if flight.started is None else time.monotonic() - flight.started,
+                        ),
                     )
                 if kind == "started":
                     flight.started = time.monotonic()
@@ -132,8 +145,12 @@ class RayExecutor:
                 timeout = flight.trial.timeout
                 if timeout is not None and flight.started is not None and now - flight.started > timeout:
                     ray.cancel(gen, force=True)
-                    error = f"timeout: trial did not finish within {timeout:g} s and was cancelled (ray.cancel force=True)"
-                    done.append((gen, failure_rows(flight.trial, error, self.name, flight.started_at, now - flight.started)))
+                    error = (
+                        f"timeout: trial did not finish within {timeout:g} s and was cancelled (ray.cancel force=True)"
+                    )
+                    done.append(
+                        (gen, failure_rows(flight.trial, error, self.name, flight.started_at, now - flight.started))
+                    )
             for gen, rows in done:
                 trial = in_flight.pop(gen).trial
                 used["CPU"] -= trial.num_cpus
@@ -172,11 +189,12 @@ def _fits(trial: Trial, used: dict[str, float], capacity: dict[str, float]) -> b
 def _wait_seconds(flights: Iterable[_Flight]) -> float:
     """Wait until the next deadline of a started trial (at most :data:`POLL_SECONDS`)."""
     now = time.monotonic()
-    left = [f.trial.timeout - (now - f.started) for f in flights if f.trial.timeout is not None and f.started is not None]
+    left = [
+        f.trial.timeout - (now - f.started) for f in flights if f.trial.timeout is not None and f.started is not None
+    ]
     return max(0.0, min([POLL_SECONDS, *left]))
 
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else ""
-

@@ -114,14 +114,18 @@ class _Candidate:
 
 @declare(
     {
-        "target": Param((str, Model), "target model spec (as mtp's) or a fitted Model",
-                        check=lambda t: parse_spec(t) if isinstance(t, str) else None),
+        "target": Param(
+            (str, Model),
+            "target model spec (as mtp's) or a fitted Model",
+            check=lambda t: parse_spec(t) if isinstance(t, str) else None,
+        ),
         "split_step": Param(float, "grid step of n₊/n (Koh et al.: 0.005)", low=0, high=1, low_open=True),
         "margin_tol": Param(float, "hinge: clean points with |y·f(x) − 1| ≤ this are on the margin", low=0),
         "restarts": Param(int, "logistic: random restarts per split", low=1),
         "max_steps": Param(int, "logistic: Adam steps", low=1),
-        "learning_rate": Param(float, "logistic: step size as a fraction of each feature's box width", low=0,
-                               low_open=True),
+        "learning_rate": Param(
+            float, "logistic: step size as a fraction of each feature's box width", low=0, low_open=True
+        ),
     }
 )
 class KKTAttack:
@@ -129,7 +133,6 @@ class KKTAttack:
 
     name = "kkt"
     needs_budget = True
-
 
     def __init__(
         self,
@@ -176,8 +179,13 @@ class KKTAttack:
         n_pos, n_neg = best.n_pos, n - best.n_pos
         X_p = np.vstack([np.repeat(x_pos[None], n_pos, 0), np.repeat(x_neg[None], n_neg, 0)])
         y_p = np.concatenate([np.ones(n_pos), -np.ones(n_neg)])
-        yield PoisonBatch(X_p, y_p, self._diagnostics(scenario, target, best, best_value, best_points,
-                                                      len(splits), failed, time.perf_counter() - start))
+        yield PoisonBatch(
+            X_p,
+            y_p,
+            self._diagnostics(
+                scenario, target, best, best_value, best_points, len(splits), failed, time.perf_counter() - start
+            ),
+        )
 
     def _target_model(self, scenario: Scenario) -> Model:
         if isinstance(self.target, Model):
@@ -186,8 +194,9 @@ class KKTAttack:
 
         return make_target(self.target, scenario)
 
-    def _logistic_search(self, residual: _Residual, box: _Box, splits: np.ndarray,
-                         rng: np.random.Generator) -> list[_Candidate]:
+    def _logistic_search(
+        self, residual: _Residual, box: _Box, splits: np.ndarray, rng: np.random.Generator
+    ) -> list[_Candidate]:
         """Projected Adam on ‖∇J(θ_p)‖² over (x₊, x₋) for every split × restart at once."""
         theta = residual.target.theta
         w, b = theta[:-1], theta[-1]
@@ -224,12 +233,23 @@ class KKTAttack:
                 checkpoint = best_val.copy()
         pick = best_val.argmin(axis=1)
         return [
-            _Candidate(int(k), best_X[0, i, pick[i]], best_X[1, i, pick[i]], float(np.sqrt(best_val[i, pick[i]])), "adam")
+            _Candidate(
+                int(k), best_X[0, i, pick[i]], best_X[1, i, pick[i]], float(np.sqrt(best_val[i, pick[i]])), "adam"
+            )
             for i, k in enumerate(splits)
         ]
 
-    def _diagnostics(self, scenario: Scenario, target: Model, best: _Candidate, value: float,
-                     points: tuple[np.ndarray, np.ndarray], n_splits: int, failed: int, seconds: float) -> dict:
+    def _diagnostics(
+        self,
+        scenario: Scenario,
+        target: Model,
+        best: _Candidate,
+        value: float,
+        points: tuple[np.ndarray, np.ndarray],
+        n_splits: int,
+        failed: int,
+        seconds: float,
+    ) -> dict:
         data, learner, n = scenario.dataset, scenario.learner, int(scenario.budget or 0)
         x_pos, x_neg = points
         X = np.vstack([data.X_train, x_pos, x_neg])
@@ -266,8 +286,9 @@ class _Residual:
     for the hinge loss; those enter as columns ``A`` (−y·(x, 1)/(N+n)) with α ∈ [0, 1].
     """
 
-    def __init__(self, learner: Learner, target: Model, X: np.ndarray, y: np.ndarray, n: int,
-                 hinge: bool, margin_tol: float) -> None:
+    def __init__(
+        self, learner: Learner, target: Model, X: np.ndarray, y: np.ndarray, n: int, hinge: bool, margin_tol: float
+    ) -> None:
         self.learner, self.target, self.hinge, self.margin_tol = learner, target, hinge, margin_tol
         self.n, self.total = n, X.shape[0] + n
         grads = learner.loss_grad(target, X, y)
@@ -336,7 +357,9 @@ class _HingeSearch:
             alpha = cp.Variable(k)
             r_w, r_b = r_w + residual.A[:-1] @ alpha, r_b + residual.A[-1] @ alpha
             constraints += [alpha >= 0, alpha <= 1]
-        self.problem = cp.Problem(cp.Minimize(cp.norm(cp.hstack([r_w, cp.reshape(r_b, (1,), order="C")]), 2)), constraints)
+        self.problem = cp.Problem(
+            cp.Minimize(cp.norm(cp.hstack([r_w, cp.reshape(r_b, (1,), order="C")]), 2)), constraints
+        )
 
     def _side_feasible(self, s: int) -> bool:
         """Is {x in the box, one-hot groups respected: s·(w·x + b) ≤ 1} non-empty? (an LP)"""
@@ -346,9 +369,12 @@ class _HingeSearch:
         ub = [r for r, exact in rows if not exact]
         res = linprog(
             s * self.w,
-            A_ub=np.array(ub) if ub else None, b_ub=np.ones(len(ub)) if ub else None,
-            A_eq=np.array(eq) if eq else None, b_eq=np.ones(len(eq)) if eq else None,
-            bounds=list(zip(self.box.lo, self.box.hi)), method="highs",
+            A_ub=np.array(ub) if ub else None,
+            b_ub=np.ones(len(ub)) if ub else None,
+            A_eq=np.array(eq) if eq else None,
+            b_eq=np.ones(len(eq)) if eq else None,
+            bounds=list(zip(self.box.lo, self.box.hi)),
+            method="highs",
         )
         return bool(res.status == 0 and res.fun + s * self.b <= 1.0)
 
@@ -390,8 +416,9 @@ class _HingeSearch:
         return np.clip(np.asarray(x.value, dtype=np.float64), self.box.lo, self.box.hi)
 
 
-def _best_candidate(candidates: list[_Candidate], residual: _Residual,
-                    box: _Box) -> tuple[float, _Candidate, tuple[np.ndarray, np.ndarray]]:
+def _best_candidate(
+    candidates: list[_Candidate], residual: _Residual, box: _Box
+) -> tuple[float, _Candidate, tuple[np.ndarray, np.ndarray]]:
     """Round every candidate onto the feasible set and score it exactly; with integer features,
     polish the ``_POLISH_TOP`` best; the lowest objective wins (ties: the smaller n₊)."""
     n = residual.n
@@ -449,8 +476,9 @@ def _simplex(V: np.ndarray) -> np.ndarray:
     return np.maximum(V - tau, 0.0)
 
 
-def _polish(residual: _Residual, box: _Box, points: tuple[np.ndarray, np.ndarray], n_pos: int,
-            value: float) -> tuple[tuple[np.ndarray, np.ndarray], float]:
+def _polish(
+    residual: _Residual, box: _Box, points: tuple[np.ndarray, np.ndarray], n_pos: int, value: float
+) -> tuple[tuple[np.ndarray, np.ndarray], float]:
     """Greedy coordinate search over the integer features of rounded points (first improvement,
     up to ``_POLISH_SWEEPS`` sweeps), on the exact objective: a cheap stand-in for the mixed-
     integer program of the reference code (Gurobi), which no license-free solver here handles."""

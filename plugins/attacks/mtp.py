@@ -22,13 +22,15 @@ from poisonbench.plugins.targets import check_grid, make_target, parse_spec
 
 @declare(
     {
-        "target": Param(str, "target model spec: subpop, error:<rate>, error:<rate>:improved, file:<path.npz>",
-                        check=parse_spec),
+        "target": Param(
+            str, "target model spec: subpop, error:<rate>, error:<rate>:improved, file:<path.npz>", check=parse_spec
+        ),
         "epsilon": Param(float, "stop when ε-close (max loss difference ≤ ε)", low=0, low_open=True, optional=True),
         "copies": Param(int, "copies of each chosen point per iteration", low=1),
         "max_poisons": Param(int, "own cap on the poisons", low=0, optional=True),
-        "accuracy_goal": Param(float, "stop when the (subpopulation) test accuracy is ≤ this", low=0, high=1,
-                               optional=True),
+        "accuracy_goal": Param(
+            float, "stop when the (subpopulation) test accuracy is ≤ this", low=0, high=1, optional=True
+        ),
         "solver": Param(str, "hinge max-loss-difference method", choices=SOLVERS),
         "onehot": Param(str, "one-hot groups in the LP / MILP", choices=ONEHOT_MODES),
         "restarts": Param(int, "logistic: Adam restarts", low=1),
@@ -36,8 +38,9 @@ from poisonbench.plugins.targets import check_grid, make_target, parse_spec
         "max_steps": Param(int, "logistic: Adam steps per restart", low=1),
         "adam_tol": Param(float, "logistic: Adam stopping tolerance", low=0, low_open=True),
         "target_quantiles": Param(list, "loss quantiles of the target heuristic", optional=True, check=check_grid),
-        "target_repeats": Param(list, "repeat counts of the target heuristic", optional=True,
-                                check=lambda v: check_grid(v, integer=True)),
+        "target_repeats": Param(
+            list, "repeat counts of the target heuristic", optional=True, check=lambda v: check_grid(v, integer=True)
+        ),
         "target_flip_source": Param(str, "split the target heuristic flips", choices=("test", "train")),
     }
 )
@@ -52,17 +55,39 @@ class ModelTargetedPoisoning:
     name = "mtp"
     needs_budget = False
 
-    def __init__(self, target: str = "subpop", epsilon: float | None = None, copies: int = 1,
-                 max_poisons: int | None = None, accuracy_goal: float | None = None, solver: str = "auto",
-                 onehot: str = "ignore", restarts: int = 10, lr: float = 0.1, max_steps: int = 20_000,
-                 adam_tol: float = 1e-7, target_quantiles: list[float] | None = None,
-                 target_repeats: list[int] | None = None, target_flip_source: str = "test") -> None:
+    def __init__(
+        self,
+        target: str = "subpop",
+        epsilon: float | None = None,
+        copies: int = 1,
+        max_poisons: int | None = None,
+        accuracy_goal: float | None = None,
+        solver: str = "auto",
+        onehot: str = "ignore",
+        restarts: int = 10,
+        lr: float = 0.1,
+        max_steps: int = 20_000,
+        adam_tol: float = 1e-7,
+        target_quantiles: list[float] | None = None,
+        target_repeats: list[int] | None = None,
+        target_flip_source: str = "test",
+    ) -> None:
         self.target = target
-        self.settings = MTPSettings(epsilon=epsilon, copies=copies, max_poisons=max_poisons,
-                                    accuracy_goal=accuracy_goal, solver=solver, onehot=onehot, restarts=restarts,
-                                    lr=lr, max_steps=max_steps, adam_tol=adam_tol)
-        self.target_params: dict[str, Any] = dict(quantiles=target_quantiles, repeats=target_repeats,
-                                                  flip_source=target_flip_source)
+        self.settings = MTPSettings(
+            epsilon=epsilon,
+            copies=copies,
+            max_poisons=max_poisons,
+            accuracy_goal=accuracy_goal,
+            solver=solver,
+            onehot=onehot,
+            restarts=restarts,
+            lr=lr,
+            max_steps=max_steps,
+            adam_tol=adam_tol,
+        )
+        self.target_params: dict[str, Any] = dict(
+            quantiles=target_quantiles, repeats=target_repeats, flip_source=target_flip_source
+        )
 
     def target_model(self, scenario: Scenario) -> Model:
         """θ_p for this scenario (cached on disk by :func:`poisonbench.plugins.targets.make_target`)."""
@@ -73,8 +98,10 @@ class ModelTargetedPoisoning:
         target = self.target_model(scenario)
         for i, batch in enumerate(run_mtp(scenario, target, self.settings)):
             if i == 0:
-                batch.diagnostics.update(target=self.target, target_test_accuracy=target.accuracy(
-                    scenario.dataset.X_test, scenario.dataset.y_test))
+                batch.diagnostics.update(
+                    target=self.target,
+                    target_test_accuracy=target.accuracy(scenario.dataset.X_test, scenario.dataset.y_test),
+                )
             yield batch
 
 

@@ -41,24 +41,27 @@ from poisonbench.params import declare
 from poisonbench.plugins.l2_strength import LOG_200, is_lambda_native, lambda_of
 
 
-@declare({
-    "batch_size": Param(int, "poisons optimised together per batch", low=1),
-    "n_batches": Param(int, "batches to craft (default: until the budget)", low=1, optional=True),
-    "learn_lambda": Param(bool, "the defender learns λ on validation data between batches (Alg. 1)"),
-    "lam0": Param((float, list), "initial λ (one, or one per layer); default: the defence's or learner's",
-                  optional=True),
-    "lam_min": Param(float, "lower bound of λ"),
-    "lam_max": Param(float, "upper bound of λ (paper: log 200)"),
-    "hyperiterations": Param(int, "hypergradient steps on each batch's poisons", low=1),
-    "clean_iterations": Param(int, "λ steps on the clean data before the first batch", low=0),
-    "alpha": Param(float, "poison step size α (eq. 3)", low=0, low_open=True),
-    "beta": Param(float, "λ step size β (eq. 5)", low=0, low_open=True),
-    "inner_steps": Param(int, "T, gradient steps of the surrogate (convex learners)", low=1),
-    "inner_lr": Param(float, "η, step size of the surrogate (convex learners)", low=0, low_open=True),
-    "resample_w0": Param(bool, "a new initialisation per hyperiteration (default: for networks)", optional=True),
-    "device": Param(str, "torch device: auto, cpu, cuda, cuda:<k>"),
-    "dtype": Param(str, "torch dtype", choices=("auto", "float32", "float64")),
-})
+@declare(
+    {
+        "batch_size": Param(int, "poisons optimised together per batch", low=1),
+        "n_batches": Param(int, "batches to craft (default: until the budget)", low=1, optional=True),
+        "learn_lambda": Param(bool, "the defender learns λ on validation data between batches (Alg. 1)"),
+        "lam0": Param(
+            (float, list), "initial λ (one, or one per layer); default: the defence's or learner's", optional=True
+        ),
+        "lam_min": Param(float, "lower bound of λ"),
+        "lam_max": Param(float, "upper bound of λ (paper: log 200)"),
+        "hyperiterations": Param(int, "hypergradient steps on each batch's poisons", low=1),
+        "clean_iterations": Param(int, "λ steps on the clean data before the first batch", low=0),
+        "alpha": Param(float, "poison step size α (eq. 3)", low=0, low_open=True),
+        "beta": Param(float, "λ step size β (eq. 5)", low=0, low_open=True),
+        "inner_steps": Param(int, "T, gradient steps of the surrogate (convex learners)", low=1),
+        "inner_lr": Param(float, "η, step size of the surrogate (convex learners)", low=0, low_open=True),
+        "resample_w0": Param(bool, "a new initialisation per hyperiteration (default: for networks)", optional=True),
+        "device": Param(str, "torch device: auto, cpu, cuda, cuda:<k>"),
+        "dtype": Param(str, "torch dtype", choices=("auto", "float32", "float64")),
+    }
+)
 class RMDAttack:
     """Bilevel RMD attack (RMD paper Alg. 1): poisons by hypergradient ascent, λ by descent, batch by batch."""
 
@@ -136,8 +139,9 @@ class RMDAttack:
         arch, T, eta, seed, lam_np = self._surrogate(scenario)
         device = resolve_device(self.device)
         dtype = resolve_dtype(self.dtype, device)
-        P = InnerProblem.from_numpy(arch, ds.X_train, ds.y_train, ds.X_val, ds.y_val, lr=eta, steps=T,
-                                    device=device, dtype=dtype)
+        P = InnerProblem.from_numpy(
+            arch, ds.X_train, ds.y_train, ds.X_val, ds.y_val, lr=eta, steps=T, device=device, dtype=dtype
+        )
         lo, hi = P.tensor(scenario.feasible.lo), P.tensor(scenario.feasible.hi)
         lam = P.tensor(lam_np)
         resample = arch.n_layers > 1 if self.resample_w0 is None else bool(self.resample_w0)
@@ -175,8 +179,11 @@ class RMDAttack:
         if self.learn_lambda:
             for _ in range(self.clean_iterations):
                 lam = descend_lambda(X_p, lam)
-        yield PoisonBatch(np.zeros((0, ds.n_features)), np.zeros(0),
-                          diagnostics(X_p, lam, started, self.clean_iterations if self.learn_lambda else 0))
+        yield PoisonBatch(
+            np.zeros((0, ds.n_features)),
+            np.zeros(0),
+            diagnostics(X_p, lam, started, self.clean_iterations if self.learn_lambda else 0),
+        )
 
         unused = list(rng.permutation(len(ds.y_val)))
         total, batch = 0, 0
@@ -199,8 +206,11 @@ class RMDAttack:
             X_p = torch.cat([X_p, X_new.detach()])
             total += n_new
             batch += 1
-            yield PoisonBatch(X_new.detach().cpu().numpy().astype(np.float64), y_new,
-                              diagnostics(X_p, lam, started, self.hyperiterations))
+            yield PoisonBatch(
+                X_new.detach().cpu().numpy().astype(np.float64),
+                y_new,
+                diagnostics(X_p, lam, started, self.hyperiterations),
+            )
 
 
 @hookimpl

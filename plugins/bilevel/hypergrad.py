@@ -62,9 +62,7 @@ def rmd(
     A = problem.outer(params)
     inputs = [t for name, t in (("X_p", X_p), ("lam", lam)) if name in wrt]
     grads = dict(zip([n for n in ("X_p", "lam") if n in wrt], torch.autograd.grad(A, inputs)))
-    return Hypergradient(
-        float(A.detach()), grads.get("X_p"), grads.get("lam"), [p.detach() for p in params]
-    )
+    return Hypergradient(float(A.detach()), grads.get("X_p"), grads.get("lam"), [p.detach() for p in params])
 
 
 def fmd_lambda(problem: InnerProblem, params0: Sequence[Tensor], X_p: Tensor, lam: Tensor) -> Hypergradient:
@@ -174,7 +172,9 @@ def solve_inner(
     J, g = value_and_grad(params)
     it = 0
     while float(torch.linalg.vector_norm(g)) > tol and it < max_iter:
-        step, _, _ = conjugate_gradient(_hvp_operator(problem, params, X_p, lam), g, tol=1e-3 * min(1.0, float(g.norm())))
+        step, _, _ = conjugate_gradient(
+            _hvp_operator(problem, params, X_p, lam), g, tol=1e-3 * min(1.0, float(g.norm()))
+        )
         t = 1.0
         while True:
             trial = [p - t * s for p, s in zip(params, _unflat(step, params))]
@@ -215,6 +215,9 @@ def implicit(
         names = [n for n in ("X_p", "lam") if n in wrt]
         inputs = [X_p if n == "X_p" else lam for n in names]
         grads = dict(zip(names, (-gr for gr in torch.autograd.grad(inner, inputs))))
-    info = {"stationarity": float(torch.linalg.vector_norm(_flat(g).detach())), "cg_iterations": float(iters),
-            "cg_residual": resid}
+    info = {
+        "stationarity": float(torch.linalg.vector_norm(_flat(g).detach())),
+        "cg_iterations": float(iters),
+        "cg_residual": resid,
+    }
     return Hypergradient(float(A.detach()), grads.get("X_p"), grads.get("lam"), [p.detach() for p in leaves], info)

@@ -176,9 +176,7 @@ class InnerProblem:
         X, y, s = self.training_set(X_p)
         return objective_on(self.arch, params, X, y, s, lam)
 
-    def train(
-        self, params0: Sequence[Tensor], X_p: Tensor, lam: Tensor, create_graph: bool = False
-    ) -> list[Tensor]:
+    def train(self, params0: Sequence[Tensor], X_p: Tensor, lam: Tensor, create_graph: bool = False) -> list[Tensor]:
         """``w_T`` after ``T`` GD steps from ``w⁽⁰⁾`` (eq. 3's inner problem).
 
         With ``create_graph`` the whole trajectory stays in the autograd graph, so ``w_T`` can be
@@ -200,9 +198,7 @@ class InnerProblem:
         return logistic_loss(self.arch.forward(params, self.X_val), self.y_val).sum()
 
 
-def objective_on(
-    arch: Architecture, params: Sequence[Tensor], X: Tensor, y: Tensor, s: Tensor, lam: Tensor
-) -> Tensor:
+def objective_on(arch: Architecture, params: Sequence[Tensor], X: Tensor, y: Tensor, s: Tensor, lam: Tensor) -> Tensor:
     """``(1/Σs) [Σ_i s_i l_i + Σ_k (e^{λ_k}/2) ‖W_k‖²]`` (module docstring)."""
     loss = (s * logistic_loss(arch.forward(params, X), y)).sum()
     return (loss + arch.penalty(params, lam)) / s.sum()

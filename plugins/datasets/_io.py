@@ -42,7 +42,13 @@ def md5_file(path: str | Path) -> str:
 def file_format(path: str | Path) -> str:
     """``"npz"``, ``"csv"`` or ``"parquet"`` from the file name; ``ValueError`` otherwise."""
     name = str(path).lower()
-    for suffix, fmt in ((".npz", "npz"), (".csv", "csv"), (".csv.gz", "csv"), (".parquet", "parquet"), (".pq", "parquet")):
+    for suffix, fmt in (
+        (".npz", "npz"),
+        (".csv", "csv"),
+        (".csv.gz", "csv"),
+        (".parquet", "parquet"),
+        (".pq", "parquet"),
+    ):
         if name.endswith(suffix):
             return fmt
     raise ValueError(f"{path}: unsupported file type; expected one of {', '.join(SUFFIXES)}")
@@ -98,10 +104,14 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as npz:
             columns = {name: npz[name] for name in npz.files}
     except ValueError as exc:
-        raise ValueError(f"{path}: cannot read as npz ({exc}); expected numeric or string arrays, no pickled objects") from None
+        raise ValueError(
+            f"{path}: cannot read as npz ({exc}); expected numeric or string arrays, no pickled objects"
+        ) from None
     except Exception as exc:  # zipfile / OSError variants for a corrupt archive
         raise ValueError(f"{path}: cannot read as npz ({type(exc).__name__}: {exc})") from None
     for name, arr in columns.items():
         if arr.ndim not in (1, 2):
-            raise ValueError(f"{path}: array {name!r} has shape {arr.shape}; expected 1-D (a column) or 2-D (a block of columns)")
+            raise ValueError(
+                f"{path}: array {name!r} has shape {arr.shape}; expected 1-D (a column) or 2-D (a block of columns)"
+            )
     return columns

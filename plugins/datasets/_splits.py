@@ -36,9 +36,7 @@ def split_sizes(n: int, n_train: int | None, n_val: int, test_fraction: float) -
     return n_train, n_val, n_test
 
 
-def stratified_split(
-    y: np.ndarray, sizes: tuple[int, ...], rng: np.random.Generator
-) -> tuple[np.ndarray, ...]:
+def stratified_split(y: np.ndarray, sizes: tuple[int, ...], rng: np.random.Generator) -> tuple[np.ndarray, ...]:
     """Disjoint index arrays of the given ``sizes`` (sum ≤ len(y)), each stratified by ``y``
     and in random order; points beyond ``sum(sizes)`` are left out."""
     y = np.asarray(y)

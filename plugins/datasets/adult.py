@@ -57,9 +57,21 @@ from poisonbench.plugins.datasets._io import md5_bytes, package_data
 from poisonbench.plugins.datasets._splits import balance_by_downsampling, stratified_split
 
 COLUMNS = (
-    "age", "workclass", "fnlwgt", "education", "education-num", "marital-status", "occupation",
-    "relationship", "race", "sex", "capital-gain", "capital-loss", "hours-per-week",
-    "native-country", "income",
+    "age",
+    "workclass",
+    "fnlwgt",
+    "education",
+    "education-num",
+    "marital-status",
+    "occupation",
+    "relationship",
+    "race",
+    "sex",
+    "capital-gain",
+    "capital-loss",
+    "hours-per-week",
+    "native-country",
+    "income",
 )
 NUMERIC = ("age", "capital-gain", "capital-loss", "hours-per-week")
 CATEGORICAL = ("workclass", "education-num", "marital-status", "occupation", "relationship", "race", "sex")
@@ -71,15 +83,17 @@ SKIP_ROWS = {"adult.data": 0, "adult.test": 1}
 SAMPLING = ("reference", "balanced")
 
 
-@declare({
-    "data_dir": Param(str, "folder with adult.data / adult.test (default: the shipped copies)", optional=True),
-    "data_seed": Param(int, "seed of the row sampling", low=0),
-    "sampling": Param(str, "reference: the reference code's draw; balanced: the paper's text", choices=SAMPLING),
-    "n_val": Param(int, "validation points from the training rows", low=0),
-    "n_clusters": Param(int, "k-means clusters (subpopulations)", low=1),
-    "kmeans_seed": Param(int, "k-means random state", low=0),
-    "kmeans_n_init": Param(int, "k-means restarts", low=1),
-})
+@declare(
+    {
+        "data_dir": Param(str, "folder with adult.data / adult.test (default: the shipped copies)", optional=True),
+        "data_seed": Param(int, "seed of the row sampling", low=0),
+        "sampling": Param(str, "reference: the reference code's draw; balanced: the paper's text", choices=SAMPLING),
+        "n_val": Param(int, "validation points from the training rows", low=0),
+        "n_clusters": Param(int, "k-means clusters (subpopulations)", low=1),
+        "kmeans_seed": Param(int, "k-means random state", low=0),
+        "kmeans_n_init": Param(int, "k-means restarts", low=1),
+    }
+)
 def adult(
     seed: int = 0,
     data_dir: str | None = None,
@@ -118,7 +132,9 @@ def adult(
     p = _processed(key, data_seed, sampling, n_val, n_clusters, kmeans_seed, kmeans_n_init)
     subpops = {
         f"cluster-{k}": Subpopulation(
-            f"cluster-{k}", train_idx, test_idx,
+            f"cluster-{k}",
+            train_idx,
+            test_idx,
             description=f"k-means cluster {k} of {n_clusters} (training features) ∩ the <=50K class",
         )
         for k, (train_idx, test_idx) in p["subpopulations"].items()
@@ -129,9 +145,15 @@ def adult(
     feasible = FeasibleSet(np.zeros(d), np.ones(d), integer=integer, onehot_groups=p["onehot_groups"])
     return Dataset(
         name="adult",
-        X_train=p["X_train"], y_train=p["y_train"], X_test=p["X_test"], y_test=p["y_test"],
-        X_val=p["X_val"], y_val=p["y_val"],
-        feasible=feasible, subpopulations=subpops, feature_names=p["feature_names"],
+        X_train=p["X_train"],
+        y_train=p["y_train"],
+        X_test=p["X_test"],
+        y_test=p["y_test"],
+        X_val=p["X_val"],
+        y_val=p["y_val"],
+        feasible=feasible,
+        subpopulations=subpops,
+        feature_names=p["feature_names"],
         provenance=provenance,
     )
 
@@ -218,7 +240,8 @@ def _processed(
         "sampling": sampling,
         "class_counts": {
             split: {"+1": int((y == 1).sum()), "-1": int((y == -1).sum())}
-            for split, y in (("train", y_tr), ("validation", y_val), ("test", y_te)) if y is not None
+            for split, y in (("train", y_tr), ("validation", y_val), ("test", y_te))
+            if y is not None
         },
         "raw_sizes": {name: int(len(r["income"])) for name, r in raw.items()},
         "split_sizes": {"train": int(y_tr.size), "validation": int(n_val), "test": int(y_te.size)},
@@ -236,15 +259,26 @@ def _processed(
             + "one-hot groups: first level dropped, so each group has at most one 1"
         ),
         "scaling": scaling,
-        "kmeans": {"n_clusters": n_clusters, "random_state": kmeans_seed, "n_init": kmeans_n_init,
-                   "fitted_on": "training features, both classes", "subpopulation": "cluster ∩ <=50K"},
+        "kmeans": {
+            "n_clusters": n_clusters,
+            "random_state": kmeans_seed,
+            "n_init": kmeans_n_init,
+            "fitted_on": "training features, both classes",
+            "subpopulation": "cluster ∩ <=50K",
+        },
         "onehot_groups": {col: list(g) for col, g in groups.items()},
     }
     arrays = {"X_train": X_tr, "y_train": y_tr, "X_test": X_te, "y_test": y_te, "X_val": X_val, "y_val": y_val}
     for arr in arrays.values():
         if arr is not None:
             arr.setflags(write=False)
-    return dict(arrays, feature_names=tuple(names), onehot_groups=tuple(groups.values()), subpopulations=subpops, provenance=provenance)
+    return dict(
+        arrays,
+        feature_names=tuple(names),
+        onehot_groups=tuple(groups.values()),
+        subpopulations=subpops,
+        provenance=provenance,
+    )
 
 
 def _reference_rows(y_tr: np.ndarray, y_te: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -324,8 +358,13 @@ def _encode(
 
 
 def _cluster_subpopulations(
-    X_tr: np.ndarray, y_tr: np.ndarray, X_te: np.ndarray, y_te: np.ndarray,
-    n_clusters: int, seed: int, n_init: int,
+    X_tr: np.ndarray,
+    y_tr: np.ndarray,
+    X_te: np.ndarray,
+    y_te: np.ndarray,
+    n_clusters: int,
+    seed: int,
+    n_init: int,
 ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """Cluster k -> (train, test) indices of its <=50K points; clusters with no <=50K training
     point are left out (nothing there to attack)."""

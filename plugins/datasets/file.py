@@ -20,21 +20,29 @@ from poisonbench.params import declare
 from poisonbench.plugins.datasets._io import file_format, md5_file, read_columns
 from poisonbench.plugins.datasets._splits import split_sizes, stratified_split
 
-SPLIT_VALUES = {"train": "train", "test": "test", "val": "validation", "valid": "validation", "validation": "validation"}
+SPLIT_VALUES = {
+    "train": "train",
+    "test": "test",
+    "val": "validation",
+    "valid": "validation",
+    "validation": "validation",
+}
 
 
-@declare({
-    "path": Param(str, "an NPZ, CSV or Parquet file"),
-    "label": Param(str, "the label column"),
-    "features": Param(list, "feature columns (default: all but label and split)", optional=True),
-    "split": Param(str, "a column of train / test / val rows (default: a stratified random split)", optional=True),
-    "test_fraction": Param(float, "test share of a random split", low=0, high=1, low_open=True, high_open=True),
-    "val_fraction": Param(float, "validation share of a random split", low=0, high=1, high_open=True),
-    "lo": Param((float, list), "feasible lower bound(s) (default: the training rows' minimum)", optional=True),
-    "hi": Param((float, list), "feasible upper bound(s) (default: the training rows' maximum)", optional=True),
-    "positive": Param((str, int, float, bool), "the label value mapped to +1", optional=True),
-    "data_seed": Param(int, "seed of the split (default: the trial seed)", low=0, optional=True),
-})
+@declare(
+    {
+        "path": Param(str, "an NPZ, CSV or Parquet file"),
+        "label": Param(str, "the label column"),
+        "features": Param(list, "feature columns (default: all but label and split)", optional=True),
+        "split": Param(str, "a column of train / test / val rows (default: a stratified random split)", optional=True),
+        "test_fraction": Param(float, "test share of a random split", low=0, high=1, low_open=True, high_open=True),
+        "val_fraction": Param(float, "validation share of a random split", low=0, high=1, high_open=True),
+        "lo": Param((float, list), "feasible lower bound(s) (default: the training rows' minimum)", optional=True),
+        "hi": Param((float, list), "feasible upper bound(s) (default: the training rows' maximum)", optional=True),
+        "positive": Param((str, int, float, bool), "the label value mapped to +1", optional=True),
+        "data_seed": Param(int, "seed of the split (default: the trial seed)", low=0, optional=True),
+    }
+)
 def load_file(
     path: str,
     label: str,
@@ -82,11 +90,15 @@ def load_file(
     if features is None:
         features = [c for c in columns if c not in (label, split)]
     if not features:
-        raise ValueError(f"{where}: no feature columns (only {label!r}{' and ' + repr(split) if split else ''}); expected at least one")
+        raise ValueError(
+            f"{where}: no feature columns (only {label!r}{' and ' + repr(split) if split else ''}); expected at least one"
+        )
     n = len(columns[label])
     for column in wanted[:2] + list(features):
         if len(columns[column]) != n:
-            raise ValueError(f"{where}: column {column!r} has {len(columns[column])} rows, column {label!r} {n}; expected equal")
+            raise ValueError(
+                f"{where}: column {column!r} has {len(columns[column])} rows, column {label!r} {n}; expected equal"
+            )
 
     X, names, integer = _features(columns, features, where)
     y, pos_value, neg_value = _labels(columns[label], label, positive, where)
@@ -100,14 +112,20 @@ def load_file(
             raise ValueError(f"{where}: val_fraction={val_fraction}: expected a fraction in [0, 1)")
         sizes = split_sizes(n, None, int(round(val_fraction * n)), test_fraction)
         idx = dict(zip(("train", "validation", "test"), stratified_split(y, sizes, rng)))
-        split_rule = f"stratified random split, test_fraction={test_fraction}, val_fraction={val_fraction}, seed={split_seed}"
+        split_rule = (
+            f"stratified random split, test_fraction={test_fraction}, val_fraction={val_fraction}, seed={split_seed}"
+        )
     box_lo = _bound(lo, X.min(axis=0), "lo", names, where)
     box_hi = _bound(hi, X.max(axis=0), "hi", names, where)
     has_val = idx["validation"].size > 0
     return Dataset(
         name=f"file:{source.name}",
-        X_train=X[idx["train"]], y_train=y[idx["train"]], X_test=X[idx["test"]], y_test=y[idx["test"]],
-        X_val=X[idx["validation"]] if has_val else None, y_val=y[idx["validation"]] if has_val else None,
+        X_train=X[idx["train"]],
+        y_train=y[idx["train"]],
+        X_test=X[idx["test"]],
+        y_test=y[idx["test"]],
+        X_val=X[idx["validation"]] if has_val else None,
+        y_val=y[idx["validation"]] if has_val else None,
         feasible=FeasibleSet(box_lo, box_hi, integer=integer),
         feature_names=tuple(names),
         provenance={
@@ -117,20 +135,26 @@ def load_file(
             "split": split_rule,
             "seed": seed,
             "split_sizes": {k: int(v.size) for k, v in idx.items()},
-            "bounds": {"lo": "given" if lo is not None else "min over all rows",
-                       "hi": "given" if hi is not None else "max over all rows"},
+            "bounds": {
+                "lo": "given" if lo is not None else "min over all rows",
+                "hi": "given" if hi is not None else "max over all rows",
+            },
         },
     )
 
 
-def _features(columns: dict[str, np.ndarray], features: Sequence[str], where: str) -> tuple[np.ndarray, list[str], np.ndarray]:
+def _features(
+    columns: dict[str, np.ndarray], features: Sequence[str], where: str
+) -> tuple[np.ndarray, list[str], np.ndarray]:
     """Feature matrix, feature names and the integer mask (integer and boolean columns)."""
     blocks, names, integer = [], [], []
     for column in features:
         values = columns[column]
         if not (np.issubdtype(values.dtype, np.number) or values.dtype == bool):
             kind = "text" if values.dtype.kind in "OUS" else str(values.dtype)
-            raise ValueError(f"{where}: feature column {column!r} has dtype {kind}; expected numbers (int, float or bool)")
+            raise ValueError(
+                f"{where}: feature column {column!r} has dtype {kind}; expected numbers (int, float or bool)"
+            )
         block = values.astype(np.float64).reshape(values.shape[0], -1)
         bad = ~np.isfinite(block).all(axis=1)
         if bad.any():
@@ -167,7 +191,9 @@ def _labels(values: np.ndarray, column: str, positive: Any, where: str) -> tuple
     else:
         matches = [v for v in distinct if (v == positive if numeric else v == str(positive))]
         if not matches:
-            raise ValueError(f"{where}: positive={positive!r} is not a value of label column {column!r}; values: {distinct.tolist()}")
+            raise ValueError(
+                f"{where}: positive={positive!r} is not a value of label column {column!r}; values: {distinct.tolist()}"
+            )
         pos = matches[0]
     neg = distinct[0] if distinct[1] == pos else distinct[1]
     return np.where(values == pos, 1.0, -1.0), pos.item(), neg.item()
@@ -177,7 +203,9 @@ def _split_column(values: np.ndarray, column: str, where: str) -> dict[str, np.n
     text = np.array(["" if v is None else str(v).strip().lower() for v in values])
     unknown = sorted(set(text.tolist()) - set(SPLIT_VALUES))
     if unknown:
-        raise ValueError(f"{where}: split column {column!r} has value(s) {unknown[:5]}; expected train, test, val or validation")
+        raise ValueError(
+            f"{where}: split column {column!r} has value(s) {unknown[:5]}; expected train, test, val or validation"
+        )
     canonical = np.array([SPLIT_VALUES[t] for t in text])
     idx = {k: np.flatnonzero(canonical == k) for k in ("train", "validation", "test")}
     for k in ("train", "test"):

@@ -18,16 +18,18 @@ from poisonbench.dataset import Dataset, FeasibleSet
 from poisonbench.params import declare
 
 
-@declare({
-    "n_train": Param(int, "training points", low=2),
-    "n_val": Param(int, "validation points", low=0),
-    "n_test": Param(int, "test points", low=2),
-    "mean0": Param((list, tuple), "mean of class -1"),
-    "mean1": Param((list, tuple), "mean of class +1"),
-    "variances": Param((float, list, tuple), "per-feature variances (one for all)"),
-    "bound": Param(float, "feasible box [-bound, bound]^d", low=0, low_open=True),
-    "data_seed": Param(int, "seed of the sampling (default: the trial seed)", low=0, optional=True),
-})
+@declare(
+    {
+        "n_train": Param(int, "training points", low=2),
+        "n_val": Param(int, "validation points", low=0),
+        "n_test": Param(int, "test points", low=2),
+        "mean0": Param((list, tuple), "mean of class -1"),
+        "mean1": Param((list, tuple), "mean of class +1"),
+        "variances": Param((float, list, tuple), "per-feature variances (one for all)"),
+        "bound": Param(float, "feasible box [-bound, bound]^d", low=0, low_open=True),
+        "data_seed": Param(int, "seed of the sampling (default: the trial seed)", low=0, optional=True),
+    }
+)
 def gaussians(
     seed: int = 0,
     n_train: int = 32,
@@ -61,12 +63,16 @@ def gaussians(
     mu0 = np.asarray(mean0, dtype=np.float64)
     mu1 = np.asarray(mean1, dtype=np.float64)
     if mu0.ndim != 1 or mu0.shape != mu1.shape or mu0.size == 0:
-        raise ValueError(f"gaussians: mean0 {mu0.shape} and mean1 {mu1.shape}: expected two vectors of the same length d >= 1")
+        raise ValueError(
+            f"gaussians: mean0 {mu0.shape} and mean1 {mu1.shape}: expected two vectors of the same length d >= 1"
+        )
     var = np.asarray(variances, dtype=np.float64)
     if var.ndim == 0:
         var = np.full(mu0.shape, float(var))
     if var.shape != mu0.shape or not (np.isfinite(var).all() and (var > 0).all()):
-        raise ValueError(f"gaussians: variances {np.asarray(variances).tolist()}: expected one positive number or {mu0.size} positive numbers")
+        raise ValueError(
+            f"gaussians: variances {np.asarray(variances).tolist()}: expected one positive number or {mu0.size} positive numbers"
+        )
     if n_train < 2 or n_test < 2 or n_val < 0:
         raise ValueError(
             f"gaussians: n_train={n_train}, n_val={n_val}, n_test={n_test}: expected n_train >= 2, "
@@ -80,22 +86,30 @@ def gaussians(
     d = mu0.size
     return Dataset(
         name="gaussians",
-        X_train=X_tr, y_train=y_tr, X_test=X_te, y_test=y_te,
-        X_val=X_val if n_val else None, y_val=y_val if n_val else None,
+        X_train=X_tr,
+        y_train=y_tr,
+        X_test=X_te,
+        y_test=y_te,
+        X_val=X_val if n_val else None,
+        y_val=y_val if n_val else None,
         feasible=FeasibleSet.box(d, -bound, bound),
         feature_names=tuple(f"x{j}" for j in range(d)),
         provenance={
             "source": "synthetic: two Gaussians, RMD paper appendix D.1",
             "seed": seed,
             "sample_seed": sample_seed,
-            "mean0 (-1)": mu0.tolist(), "mean1 (+1)": mu1.tolist(), "covariance diagonal": var.tolist(),
+            "mean0 (-1)": mu0.tolist(),
+            "mean1 (+1)": mu1.tolist(),
+            "covariance diagonal": var.tolist(),
             "split_sizes": {"train": n_train, "validation": n_val, "test": n_test},
             "box": [-bound, bound],
         },
     )
 
 
-def _sample(n: int, mu0: np.ndarray, mu1: np.ndarray, std: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _sample(
+    n: int, mu0: np.ndarray, mu1: np.ndarray, std: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """``n // 2`` points of class −1 then the rest of class +1, in random order."""
     y = np.repeat([-1.0, 1.0], [n // 2, n - n // 2])
     X = np.where(y[:, None] < 0, mu0, mu1) + rng.standard_normal((n, mu0.size)) * std

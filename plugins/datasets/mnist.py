@@ -34,15 +34,17 @@ SHIPPED = "mnist_5k.csv.gz"
 _PAIR = re.compile(r"^\s*([0-9])\s*vs?\s*([0-9])\s*$")
 
 
-@declare({
-    "pair": Param(str, "two digits, first -> -1, second -> +1, e.g. 1v7", check=lambda p: _parse_pair(p)),
-    "path": Param(str, "a CSV / NPZ / Parquet of digits instead of the shipped 5k subset", optional=True),
-    "n_train": Param(int, "training points drawn (default: all not in test / validation)", low=2, optional=True),
-    "n_val": Param(int, "validation points from the training split", low=0),
-    "test_fraction": Param(float, "test share of the digits", low=0, high=1, low_open=True, high_open=True),
-    "scale": Param(float, "pixel values are divided by this", low=0, low_open=True),
-    "data_seed": Param(int, "seed of the split (default: the trial seed)", low=0, optional=True),
-})
+@declare(
+    {
+        "pair": Param(str, "two digits, first -> -1, second -> +1, e.g. 1v7", check=lambda p: _parse_pair(p)),
+        "path": Param(str, "a CSV / NPZ / Parquet of digits instead of the shipped 5k subset", optional=True),
+        "n_train": Param(int, "training points drawn (default: all not in test / validation)", low=2, optional=True),
+        "n_val": Param(int, "validation points from the training split", low=0),
+        "test_fraction": Param(float, "test share of the digits", low=0, high=1, low_open=True, high_open=True),
+        "scale": Param(float, "pixel values are divided by this", low=0, low_open=True),
+        "data_seed": Param(int, "seed of the split (default: the trial seed)", low=0, optional=True),
+    }
+)
 def mnist(
     seed: int = 0,
     pair: str = "1v7",
@@ -83,7 +85,9 @@ def mnist(
     available = sorted(set(np.unique(y_all).tolist()))
     for digit in (neg, pos):
         if digit not in available:
-            raise ValueError(f"mnist: {source}: digit {digit} of pair {pair!r} has no rows; labels present: {available}")
+            raise ValueError(
+                f"mnist: {source}: digit {digit} of pair {pair!r} has no rows; labels present: {available}"
+            )
 
     split_seed = seed if data_seed is None else data_seed
     rng = np.random.default_rng(split_seed)
@@ -106,8 +110,12 @@ def mnist(
     d = X.shape[1]
     return Dataset(
         name=f"mnist-{neg}v{pos}",
-        X_train=X[train_idx], y_train=y[train_idx], X_test=X_test, y_test=y_test,
-        X_val=X[val_idx] if val_idx.size else None, y_val=y[val_idx] if val_idx.size else None,
+        X_train=X[train_idx],
+        y_train=y[train_idx],
+        X_test=X_test,
+        y_test=y_test,
+        X_val=X[val_idx] if val_idx.size else None,
+        y_val=y[val_idx] if val_idx.size else None,
         feasible=FeasibleSet.box(d, 0.0, 1.0),
         provenance={
             "source": {"path": str(source), "md5": md5, "shipped": path is None},
@@ -131,7 +139,9 @@ def _parse_pair(pair: str) -> tuple[int, int]:
     return neg, pos
 
 
-def _select(X: np.ndarray, y: np.ndarray, neg: int, pos: int, scale: float, source: Path) -> tuple[np.ndarray, np.ndarray]:
+def _select(
+    X: np.ndarray, y: np.ndarray, neg: int, pos: int, scale: float, source: Path
+) -> tuple[np.ndarray, np.ndarray]:
     """Rows of digits ``neg`` / ``pos`` as features in [0, 1] and labels −1 / +1."""
     rows = np.flatnonzero((y == neg) | (y == pos))
     Xs = X[rows].astype(np.float64) / scale
@@ -144,7 +154,9 @@ def _select(X: np.ndarray, y: np.ndarray, neg: int, pos: int, scale: float, sour
 
 
 @functools.lru_cache(maxsize=2)
-def _load(path: str, size: int, mtime_ns: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None, str]:
+def _load(
+    path: str, size: int, mtime_ns: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None, str]:
     """Pixels and integer labels of a file (and its test split, when it has one), and its MD5.
     ``size`` and ``mtime_ns`` only key the cache, so that a changed file is read again."""
     source = Path(path)
@@ -171,7 +183,9 @@ def _npz_arrays(columns: dict[str, np.ndarray], source: Path):
             arrays = [columns[k] for k in keys]
             break
     else:
-        raise ValueError(f"mnist: {source}: expected arrays X and y, or X_train, y_train, X_test, y_test; found {sorted(columns)}")
+        raise ValueError(
+            f"mnist: {source}: expected arrays X and y, or X_train, y_train, X_test, y_test; found {sorted(columns)}"
+        )
     out = []
     for key, Xa, ya in zip(keys[::2], arrays[::2], arrays[1::2]):
         ykey = "y" + key[1:]
@@ -181,7 +195,9 @@ def _npz_arrays(columns: dict[str, np.ndarray], source: Path):
             )
         out += [_numeric(Xa, source, key), _labels(ya, source, ykey)]
     if len(out) == 4 and out[0].shape[1] != out[2].shape[1]:
-        raise ValueError(f"mnist: {source}: X_train has {out[0].shape[1]} pixels, X_test {out[2].shape[1]}; expected equal")
+        raise ValueError(
+            f"mnist: {source}: X_train has {out[0].shape[1]} pixels, X_test {out[2].shape[1]}; expected equal"
+        )
     return tuple(out) if len(out) == 4 else (out[0], out[1], None, None)
 
 

@@ -84,28 +84,44 @@ class FixedL2:
         arr = np.atleast_1d(np.asarray(lam, dtype=np.float64))
         self.lam = arr if arr.size > 1 else arr[:1]
 
-    def fit(self, learner: Learner, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None,
-            X_val: np.ndarray | None = None, y_val: np.ndarray | None = None) -> DefendedFit:
+    def fit(
+        self,
+        learner: Learner,
+        X: np.ndarray,
+        y: np.ndarray,
+        sample_weight: np.ndarray | None = None,
+        X_val: np.ndarray | None = None,
+        y_val: np.ndarray | None = None,
+    ) -> DefendedFit:
         X, y, s = _check_data(X, y, sample_weight)
         lam = self.lam if self.lam.size > 1 else float(self.lam[0])
         fitted = with_lambda(learner, lam, s.sum())
         return DefendedFit(fitted.fit(X, y, s), hyperparameters(learner, lambda_of(fitted, s.sum()), s.sum()))
 
 
-@declare({
-    "folds": Param(int, "cross-validation folds", low=2),
-    **LAMBDA_BOUNDS,
-    "n_grid": Param(int, "λ grid points", low=2),
-    "criterion": Param(str, "held-out loss or held-out error", choices=("loss", "error")),
-    "seed": Param(int, "fold shuffling seed", low=0),
-})
+@declare(
+    {
+        "folds": Param(int, "cross-validation folds", low=2),
+        **LAMBDA_BOUNDS,
+        "n_grid": Param(int, "λ grid points", low=2),
+        "criterion": Param(str, "held-out loss or held-out error", choices=("loss", "error")),
+        "seed": Param(int, "fold shuffling seed", low=0),
+    }
+)
 class CrossValidatedL2:
     """L2 strength λ by k-fold cross-validation on the (possibly poisoned) training data (λ_CLEAN)."""
 
     name = "cv-l2"
 
-    def __init__(self, folds: int = 5, lam_min: float = -8.0, lam_max: float = LOG_200, n_grid: int = 14,
-                 criterion: str = "loss", seed: int = 0):
+    def __init__(
+        self,
+        folds: int = 5,
+        lam_min: float = -8.0,
+        lam_max: float = LOG_200,
+        n_grid: int = 14,
+        criterion: str = "loss",
+        seed: int = 0,
+    ):
         self.folds, self.n_grid, self.criterion, self.seed = int(folds), int(n_grid), criterion, int(seed)
         self.lam_min, self.lam_max = _check_bounds(lam_min, lam_max)
 
@@ -132,8 +148,15 @@ class CrossValidatedL2:
                 out[i] += (s[te] @ per_point) / s[te].sum() / self.folds
         return out
 
-    def fit(self, learner: Learner, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None,
-            X_val: np.ndarray | None = None, y_val: np.ndarray | None = None) -> DefendedFit:
+    def fit(
+        self,
+        learner: Learner,
+        X: np.ndarray,
+        y: np.ndarray,
+        sample_weight: np.ndarray | None = None,
+        X_val: np.ndarray | None = None,
+        y_val: np.ndarray | None = None,
+    ) -> DefendedFit:
         X, y, s = _check_data(X, y, sample_weight)
         scores = self.scores(learner, X, y, s)
         lam = float(self.grid[int(np.argmin(scores))])
@@ -142,28 +165,48 @@ class CrossValidatedL2:
         return DefendedFit(with_lambda(learner, lam, s.sum()).fit(X, y, s), hp)
 
 
-@declare({
-    "lam0": Param(float, "initial λ"),
-    **LAMBDA_BOUNDS,
-    "step": Param(float, "initial hypergradient step size β", low=0, low_open=True),
-    "iterations": Param(int, "hypergradient steps at most", low=1),
-    "tol": Param(float, "stop when |Δλ| < tol", low=0, low_open=True),
-    "method": Param(str, "hypergradient, 1-D search, or auto (search for the hinge loss)",
-                    choices=("auto", "hypergradient", "search")),
-})
+@declare(
+    {
+        "lam0": Param(float, "initial λ"),
+        **LAMBDA_BOUNDS,
+        "step": Param(float, "initial hypergradient step size β", low=0, low_open=True),
+        "iterations": Param(int, "hypergradient steps at most", low=1),
+        "tol": Param(float, "stop when |Δλ| < tol", low=0, low_open=True),
+        "method": Param(
+            str,
+            "hypergradient, 1-D search, or auto (search for the hinge loss)",
+            choices=("auto", "hypergradient", "search"),
+        ),
+    }
+)
 class LearnedL2:
     """L2 strength λ learned by hypergradient descent on the trusted validation loss (RMD paper eq. 1, 5)."""
 
     name = "learned-l2"
 
-    def __init__(self, lam0: float = 0.0, lam_min: float = -8.0, lam_max: float = LOG_200, step: float = 1.0,
-                 iterations: int = 50, tol: float = 1e-4, method: str = "auto"):
+    def __init__(
+        self,
+        lam0: float = 0.0,
+        lam_min: float = -8.0,
+        lam_max: float = LOG_200,
+        step: float = 1.0,
+        iterations: int = 50,
+        tol: float = 1e-4,
+        method: str = "auto",
+    ):
         self.lam_min, self.lam_max = _check_bounds(lam_min, lam_max)
         self.lam0 = float(np.clip(lam0, self.lam_min, self.lam_max))
         self.step, self.iterations, self.tol, self.method = float(step), int(iterations), float(tol), method
 
-    def fit(self, learner: Learner, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None,
-            X_val: np.ndarray | None = None, y_val: np.ndarray | None = None) -> DefendedFit:
+    def fit(
+        self,
+        learner: Learner,
+        X: np.ndarray,
+        y: np.ndarray,
+        sample_weight: np.ndarray | None = None,
+        X_val: np.ndarray | None = None,
+        y_val: np.ndarray | None = None,
+    ) -> DefendedFit:
         X, y, s = _check_data(X, y, sample_weight)
         if X_val is None or y_val is None or len(y_val) == 0:
             raise ValueError("learned-l2: needs a trusted validation set (the dataset's X_val, y_val); got none")
@@ -214,7 +257,9 @@ class LearnedL2:
         values = [A(lam) for lam in grid]
         i = int(np.argmin(values))
         lo, hi = grid[max(i - 1, 0)], grid[min(i + 1, SEARCH_GRID - 1)]
-        res = minimize_scalar(A, bounds=(lo, hi), method="bounded", options={"xatol": self.tol, "maxiter": self.iterations})
+        res = minimize_scalar(
+            A, bounds=(lo, hi), method="bounded", options={"xatol": self.tol, "maxiter": self.iterations}
+        )
         if res.fun > values[i]:
             return np.array([grid[i]]), float(values[i]), SEARCH_GRID + int(res.nfev)
         return np.array([res.x]), float(res.fun), SEARCH_GRID + int(res.nfev)
@@ -226,8 +271,9 @@ class LearnedL2:
 
         device, dtype = learner.torch_setup()
         arch = learner.architecture(X.shape[1])
-        problem = InnerProblem.from_numpy(arch, X, y, X_val, y_val, s_tr=s, lr=learner.lr, steps=learner.steps,
-                                          device=device, dtype=dtype)
+        problem = InnerProblem.from_numpy(
+            arch, X, y, X_val, y_val, s_tr=s, lr=learner.lr, steps=learner.steps, device=device, dtype=dtype
+        )
         w0 = arch.init(dtype, device, learner.seed)
         X_p = problem.tensor(np.zeros((0, X.shape[1])))
 

@@ -282,7 +282,9 @@ def solve_svm(
                 _checked_sqnorms(X, sqn, rows[alpha[rows] > 0])
                 w = _combine_rows(X, alpha * y, rows)
     if regularise_bias:
-        w, b, alpha, g, w_alpha, stats = _solve_regularised(X, y, ub, alpha, w, sqn, rows, active, tol, max_iter, seed, shrink)
+        w, b, alpha, g, w_alpha, stats = _solve_regularised(
+            X, y, ub, alpha, w, sqn, rows, active, tol, max_iter, seed, shrink
+        )
     else:
         _checked_sqnorms(X, sqn, np.arange(n))
         w, b, alpha, g, stats = _solve_free_bias(X, y, ub, alpha, sqn, rows, tol, max_iter, seed, shrink, b0)

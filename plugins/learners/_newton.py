@@ -116,7 +116,9 @@ def solve_logistic(
     state = None
     if theta0 is not None:
         usable = warm is not None and warm.data_hessian.shape[0] == theta.size
-        state = _state(warm.data_hessian, shift, warm) if usable else _state(prob.data_hessian(prob.curvature(ym)), shift)
+        state = (
+            _state(warm.data_hessian, shift, warm) if usable else _state(prob.data_hessian(prob.curvature(ym)), shift)
+        )
     diag = None
     steps = cg_total = refreshes = 0
     while np.linalg.norm(g) > tol and steps < max_iter:
@@ -128,7 +130,9 @@ def solve_logistic(
         else:
             precond = functools.partial(cho_solve, state.factor, check_finite=False)
         gnorm = float(np.linalg.norm(g))
-        p, cg_its = _pcg(functools.partial(prob.hessp, D), -g, precond, min(0.1, np.sqrt(gnorm)) * gnorm, 4 * theta.size)
+        p, cg_its = _pcg(
+            functools.partial(prob.hessp, D), -g, precond, min(0.1, np.sqrt(gnorm)) * gnorm, 4 * theta.size
+        )
         cg_total += cg_its
         if state is not None and cg_its > _CG_REFRESH:
             state = _state(prob.data_hessian(D), shift)

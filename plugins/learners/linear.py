@@ -24,13 +24,16 @@ from poisonbench.params import declare
 from poisonbench.validation import check_binary_labels, check_matrix, check_weights
 
 
-@declare({
-    "C_R": Param(float, "weight of R(θ) against the mean loss (eq. 1)", low=0, low_open=True),
-    "regularise_bias": Param(bool, "R penalises the bias too (liblinear, the reference code)"),
-    "tol": Param(float, "certified tolerance (SVM: relative duality gap; logistic: gradient norm)", low=0,
-                 low_open=True),
-    "max_iter": Param(int, "iteration limit (SVM: coordinate-descent passes; logistic: Newton steps)", low=1),
-})
+@declare(
+    {
+        "C_R": Param(float, "weight of R(θ) against the mean loss (eq. 1)", low=0, low_open=True),
+        "regularise_bias": Param(bool, "R penalises the bias too (liblinear, the reference code)"),
+        "tol": Param(
+            float, "certified tolerance (SVM: relative duality gap; logistic: gradient norm)", low=0, low_open=True
+        ),
+        "max_iter": Param(int, "iteration limit (SVM: coordinate-descent passes; logistic: Newton steps)", low=1),
+    }
+)
 class _LinearLearner:
     """Shared parameters, checks and the regulariser of the linear learners
     (:class:`~poisonbench.capabilities.LinearModelLearner`)."""
@@ -55,12 +58,16 @@ class _LinearLearner:
         """A copy of this learner with L2 strength ``C_R`` (what the L2 defences tune)."""
         return type(self)(C_R=C_R, regularise_bias=self.regularise_bias, tol=self.tol, max_iter=self.max_iter)
 
-    def _check_fit_input(self, X: Any, y: Any, sample_weight: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def _check_fit_input(
+        self, X: Any, y: Any, sample_weight: Any
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Checked ``X`` (C-contiguous float64), ``y``, weights, and the squared row norms of X."""
         Xa, sqnorms = _matrix_and_sqnorms(X)
         return (*self._check_labelled_input(Xa, y, sample_weight), sqnorms)
 
-    def _check_labelled_input(self, Xa: np.ndarray, y: Any, sample_weight: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _check_labelled_input(
+        self, Xa: np.ndarray, y: Any, sample_weight: Any
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``Xa`` (a 2-D float64 array) with at least one row, checked labels and weights."""
         if Xa.shape[0] == 0:
             raise ValueError("X: expected at least one training point, got 0 rows")
@@ -165,7 +172,9 @@ class LinearSVM(_LinearLearner):
         if warm_start is not None and warm_start.w.shape[0] != Xa.shape[1]:
             raise ValueError(f"warm_start: expected a model with {Xa.shape[1]} weights, got {warm_start.w.shape[0]}")
         with _blas_controller().limit(limits=1, user_api="blas"):
-            sol = solve_svm(Xa, ya, sa, sqnorms, self.C_R, self.regularise_bias, self.tol, self.max_iter, warm=warm, b0=b0)
+            sol = solve_svm(
+                Xa, ya, sa, sqnorms, self.C_R, self.regularise_bias, self.tol, self.max_iter, warm=warm, b0=b0
+            )
         return Model(sol.w, sol.b, info=_plain(sol.info), state=sol.state)
 
 
@@ -228,7 +237,9 @@ class LogisticRegression(_LinearLearner):
         theta0 = warm = None
         if warm_start is not None:
             if warm_start.w.shape[0] != Xa.shape[1]:
-                raise ValueError(f"warm_start: expected a model with {Xa.shape[1]} weights, got {warm_start.w.shape[0]}")
+                raise ValueError(
+                    f"warm_start: expected a model with {Xa.shape[1]} weights, got {warm_start.w.shape[0]}"
+                )
             theta0 = warm_start.theta
             warm = warm_start.state if isinstance(warm_start.state, NewtonState) else None
         with _blas_controller().limit(limits=1, user_api="blas"):

@@ -34,7 +34,9 @@ def from_sklearn(estimator: Any) -> Model:
     coef = np.asarray(coef, dtype=np.float64)
     classes = getattr(estimator, "classes_", None)
     if coef.ndim != 2 or coef.shape[0] != 1 or (classes is not None and len(classes) != 2):
-        raise ValueError(f"estimator: expected a binary classifier (coef_ of shape (1, d)), got coef_ shape {coef.shape}")
+        raise ValueError(
+            f"estimator: expected a binary classifier (coef_ of shape (1, d)), got coef_ shape {coef.shape}"
+        )
     intercept = np.ravel(np.asarray(getattr(estimator, "intercept_", 0.0), dtype=np.float64))
     b = float(intercept[0]) if intercept.size else 0.0
     info = {"source": f"sklearn.{type(estimator).__name__}"}
@@ -80,7 +82,9 @@ def sklearn_estimator(learner: Any, n_samples: int, tol: float = 1e-10, max_iter
     C = 1.0 / (n_samples * float(learner.C_R))
     if learner.name == "svm":
         if not learner.regularise_bias:
-            raise ValueError("learner: LinearSVC always regularises the bias; no sklearn equivalent with regularise_bias=False")
+            raise ValueError(
+                "learner: LinearSVC always regularises the bias; no sklearn equivalent with regularise_bias=False"
+            )
         return LinearSVC(loss="hinge", C=C, tol=tol, max_iter=max_iter, intercept_scaling=1.0, dual=True)
     if learner.name == "logistic":
         if learner.regularise_bias:

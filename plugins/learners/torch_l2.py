@@ -68,7 +68,9 @@ class _TorchL2Learner:
     def _check_lam(self, lam: Any) -> np.ndarray:
         arr = np.atleast_1d(np.asarray(lam, dtype=np.float64))
         if arr.ndim != 1 or arr.size not in (1, self.n_lambda) or not np.isfinite(arr).all():
-            raise ValueError(f"lam: expected a finite number or {self.n_lambda} finite numbers (one per layer), got {lam!r}")
+            raise ValueError(
+                f"lam: expected a finite number or {self.n_lambda} finite numbers (one per layer), got {lam!r}"
+            )
         return np.broadcast_to(arr, (self.n_lambda,)).copy()
 
     @property
@@ -113,8 +115,9 @@ class _TorchL2Learner:
         s = check_weights(sample_weight, X.shape[0])
         arch = self.architecture(X.shape[1])
         device, dtype = self.torch_setup()
-        problem = InnerProblem.from_numpy(arch, X, y, X[:1], y[:1], s_tr=s, lr=self.lr, steps=self.steps,
-                                          device=device, dtype=dtype)
+        problem = InnerProblem.from_numpy(
+            arch, X, y, X[:1], y[:1], s_tr=s, lr=self.lr, steps=self.steps, device=device, dtype=dtype
+        )
         lam = problem.tensor(self.lam)
         X_p = problem.tensor(np.zeros((0, X.shape[1])))
         params = problem.train(arch.init(dtype, device, self.seed), X_p, lam)
@@ -172,7 +175,13 @@ class TorchLogisticRegression(_TorchL2Learner):
     name = "torch-logistic"
 
     def __init__(
-        self, lam: float = 0.0, steps: int = 150, lr: float = 0.1, device: str = "auto", dtype: str = "auto", seed: int = 0
+        self,
+        lam: float = 0.0,
+        steps: int = 150,
+        lr: float = 0.1,
+        device: str = "auto",
+        dtype: str = "auto",
+        seed: int = 0,
     ):
         super().__init__(lam, steps, lr, device, dtype, seed)
 
@@ -206,11 +215,13 @@ class TorchLogisticRegression(_TorchL2Learner):
         return np.append(model.w, 0.0)
 
 
-@declare({
-    **GD_PARAMETERS,
-    "hidden": Param((list, tuple), "widths of the hidden layers", check=_check_hidden),
-    "negative_slope": Param(float, "leaky-ReLU slope", low=0),
-})
+@declare(
+    {
+        **GD_PARAMETERS,
+        "hidden": Param((list, tuple), "widths of the hidden layers", check=_check_hidden),
+        "negative_slope": Param(float, "leaky-ReLU slope", low=0),
+    }
+)
 class TorchMLP(_TorchL2Learner):
     """MLP d × 128 × 32 × 1 (leaky ReLU, one λ per layer) trained by T steps of gradient descent (RMD paper §5.2)."""
 
@@ -232,8 +243,10 @@ class TorchMLP(_TorchL2Learner):
         super().__init__(lam, steps, lr, device, dtype, seed)
 
     def __repr__(self) -> str:
-        return (f"TorchMLP(lam={self.lam.tolist()!r}, hidden={list(self.hidden)!r}, steps={self.steps}, "
-                f"lr={self.lr!r}, device={self.device!r}, seed={self.seed})")
+        return (
+            f"TorchMLP(lam={self.lam.tolist()!r}, hidden={list(self.hidden)!r}, steps={self.steps}, "
+            f"lr={self.lr!r}, device={self.device!r}, seed={self.seed})"
+        )
 
     @property
     def n_lambda(self) -> int:

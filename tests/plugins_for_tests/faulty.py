@@ -85,8 +85,6 @@ class BadOutputAttack:
             raise ValueError(f"mode: expected shape / infeasible / overbudget / type, got {self.mode!r}")
 
 
-
-
 class CrashingAttack:
     """Ends its process with ``os._exit(3)`` (a worker crash), after appending a line to ``log``
     (when given). Run it only with a timeout (in a child process) or on Ray: in-process it

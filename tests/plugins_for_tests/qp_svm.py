@@ -27,16 +27,18 @@ class QPSVM:
     def __init__(self, C_R: float = 0.09) -> None:
         self.C_R = float(C_R)
 
-    def fit(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None,
-            warm_start: Any = None) -> Model:
+    def fit(
+        self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None, warm_start: Any = None
+    ) -> Model:
         X, y = np.asarray(X, float), np.asarray(y, float)
         s = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, float)
         w, b = cp.Variable(X.shape[1]), cp.Variable()
         hinge = cp.pos(1 - cp.multiply(y, X @ w + b))
         problem = cp.Problem(cp.Minimize(s @ hinge / s.sum() + self.C_R / 2 * (cp.sum_squares(w) + cp.square(b))))
         problem.solve(solver=cp.CLARABEL, tol_gap_abs=1e-11, tol_gap_rel=1e-11, tol_feas=1e-11)
-        return Model(w.value, float(b.value), info={"converged": problem.status == cp.OPTIMAL,
-                                                    "objective": float(problem.value)})
+        return Model(
+            w.value, float(b.value), info={"converged": problem.status == cp.OPTIMAL, "objective": float(problem.value)}
+        )
 
     def loss(self, model: Model, X: np.ndarray, y: np.ndarray) -> np.ndarray:
         return np.maximum(0.0, 1.0 - np.asarray(y) * (np.asarray(X) @ model.w + model.b))

@@ -87,8 +87,17 @@ class FlipAttack:
             total += k
             if self.sleep:
                 time.sleep(self.sleep)
-            yield PoisonBatch(X, y, {"max_loss_diff": 1.0 / step, "param_distance": 2.0 / step,
-                                     "lower_bound": float(step), "extra": step, "lower_bound_certified": False})
+            yield PoisonBatch(
+                X,
+                y,
+                {
+                    "max_loss_diff": 1.0 / step,
+                    "param_distance": 2.0 / step,
+                    "lower_bound": float(step),
+                    "extra": step,
+                    "lower_bound_certified": False,
+                },
+            )
 
 
 class BudgetedAttack:
