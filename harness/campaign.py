@@ -11,6 +11,7 @@ documented key by key in ``docs/campaigns.md``.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import hashlib
 import itertools
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from poisonbench.data_identity import content_hash, path_parameters, resolve_path
 from poisonbench.registry import KINDS, ParameterNameError, ParameterValueError, Registry, UnknownNameError
 from poisonbench.results import to_json
 
@@ -54,10 +56,15 @@ class ComponentSpec:
     params: dict[str, Any]
     label: str
     subpopulations: tuple[str | None, ...] = (None,)
+    data: tuple[tuple[str, str], ...] = ()  # (path parameter, SHA-256 of its content)
 
     def config(self) -> dict[str, Any]:
-        """The part that identifies the experiment (the label is cosmetic)."""
-        return {"name": self.name, "params": self.params}
+        """The part that identifies the experiment (the label is cosmetic; the content hashes of
+        file parameters are part of it)."""
+        out: dict[str, Any] = {"name": self.name, "params": self.params}
+        if self.data:
+            out["data"] = dict(self.data)
+        return out
 
 
 @dataclass(frozen=True)
@@ -78,6 +85,7 @@ class Trial:
     num_cpus: float = 1.0
     num_gpus: float = 0.0
     max_retries: int = 1
+    base_dir: str | None = None  # folder that relative file parameters are read from
 
     def config(self) -> dict[str, Any]:
         """The resolved configuration that decides the results (hashed into the trial id)."""
@@ -113,6 +121,7 @@ class Trial:
             "timeout": self.timeout,
             "resources": {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus},
             "max_retries": self.max_retries,
+            "base_dir": self.base_dir,
         }
 
     def describe(self) -> str:
@@ -161,12 +170,37 @@ class Campaign:
                     key = "params" if exc.problem.startswith("missing") else f"params.{exc.key}"
                     raise CampaignError(f"{self.path}: {where} {key}: {exc.problem}") from None
 
+    @property
+    def base_dir(self) -> str | None:
+        """The campaign file's folder (None for a campaign not read from a file)."""
+        path = Path(self.path)
+        return str(path.resolve().parent) if path.is_file() else None
+
+    def _with_data_identity(self, spec: ComponentSpec, registry: Registry, where: str) -> ComponentSpec:
+        """``spec`` with the content hash of each file parameter (CampaignError for a missing file)."""
+        declarations = registry.get(spec.kind, spec.name).declarations
+        hashes = []
+        for key, value in sorted(path_parameters(declarations, spec.params).items()):
+            path = resolve_path(value, self.base_dir)
+            if not path.exists():
+                base = f" (relative paths are read from {self.base_dir})" if self.base_dir else ""
+                raise CampaignError(f"{self.path}: {where} params.{key}: no such file {str(path)!r}{base}")
+            hashes.append((key, content_hash(path)))
+        return dataclasses.replace(spec, data=tuple(hashes)) if hashes else spec
+
     def trials(self, registry: Registry) -> list[Trial]:
         """Validate, then expand into trials (deduplicated by trial id, in file order)."""
         self.validate(registry)
         out: dict[str, Trial] = {}
         order = ("datasets", "learners", "defences", "attacks")
-        for dataset, learner, defence, attack in itertools.product(*(self.components[k] for k in order)):
+        components = {
+            kind: tuple(
+                self._with_data_identity(spec, registry, f"[[{kind}]] #{i} ({spec.label})")
+                for i, spec in _numbered(self.components[kind])
+            )
+            for kind in order
+        }
+        for dataset, learner, defence, attack in itertools.product(*(components[k] for k in order)):
             needs_budget = bool(getattr(registry.get("attacks", attack.name).factory, "needs_budget", False))
             budget_sets = [(b,) for b in self.budgets] if needs_budget else [self.budgets]
             for subpop, seed, budgets in itertools.product(dataset.subpopulations, self.seeds, budget_sets):
@@ -185,6 +219,7 @@ class Campaign:
                     self.num_cpus,
                     self.num_gpus,
                     self.max_retries,
+                    self.base_dir,
                 )
                 out.setdefault(trial.trial_id, trial)
         return list(out.values())

@@ -40,7 +40,9 @@ class Param:
 
     ``types``: a TOML value's Python type(s); ``int`` is accepted where ``float`` is, ``bool`` never
     counts as a number. ``object`` accepts anything (the check, if any, decides). ``optional``:
-    ``None`` (an absent TOML key's default) is also valid."""
+    ``None`` (an absent TOML key's default) is also valid. ``path``: the value names a file or
+    folder, read relative to the campaign file, whose bytes enter the trial id
+    (:mod:`poisonbench.data_identity`)."""
 
     types: type | tuple[type, ...]
     doc: str = ""
@@ -51,6 +53,7 @@ class Param:
     choices: tuple[Any, ...] | None = None
     optional: bool = False
     check: Callable[[Any], Any] | None = None
+    path: bool = False
 
     @property
     def _types(self) -> tuple[type, ...]:

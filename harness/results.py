@@ -25,7 +25,10 @@ from typing import Any
 import pyarrow as pa
 
 #: Version of the row schema, stored in every Parquet file's metadata.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: Columns added by each schema version after the first: a file of an older version is read
+#: with these columns null (they were not measured then).
+ADDED_COLUMNS: dict[int, tuple[str, ...]] = {2: ("fit_gap", "fit_converged", "diagnostics_n_poisons")}
 
 #: (column, Arrow type, meaning). The order is the column order of the Parquet files.
 COLUMNS: tuple[tuple[str, pa.DataType, str], ...] = (
@@ -63,6 +66,17 @@ COLUMNS: tuple[tuple[str, pa.DataType, str], ...] = (
     ("subpop_accuracy", pa.float64(), "accuracy on the subpopulation's test points (null without one)"),
     ("lambda", pa.float64(), "the defence's 'lambda' hyperparameter (log L2 strength), when reported"),
     ("n_removed", pa.int64(), "training rows the defence removed (null when it reports none)"),
+    (
+        "fit_gap",
+        pa.float64(),
+        "certified optimality gap of the defended model's fit (SVM: relative duality gap; logistic: gradient norm)",
+    ),
+    ("fit_converged", pa.bool_(), "the defended model's fit reached its tolerance (a row is never ok without it)"),
+    (
+        "diagnostics_n_poisons",
+        pa.int64(),
+        "poisons of the model the attack's diagnostics describe; the diagnostic columns are null unless it is n_poisons",
+    ),
     ("max_loss_diff", pa.float64(), "attack diagnostic: loss-based distance (MTP Definition 1)"),
     ("param_distance", pa.float64(), "attack diagnostic: ‖θ_t − θ_p‖₂"),
     ("lower_bound", pa.float64(), "attack diagnostic: running max of z(θ_t) (MTP Theorem 2)"),

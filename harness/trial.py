@@ -21,8 +21,10 @@ import numpy as np
 
 from poisonbench.attack import PoisonBatch, Scenario
 from poisonbench.campaign import Trial, budget_spec, resolve_budget
+from poisonbench.data_identity import resolved
 from poisonbench.dataset import Dataset
 from poisonbench.host import PluginHost, load_host
+from poisonbench.learner import require_certified
 from poisonbench.results import DIAGNOSTIC_COLUMNS, finite_or_none, jsonable, provenance, to_json, utcnow
 
 _HOSTS: dict[tuple[str, ...], PluginHost] = {}
@@ -112,6 +114,7 @@ class _TrialRun:
         self.step = 0
         self.count = 0
         self.diagnostics: dict[str, Any] = {}
+        self.diagnostics_count: int | None = None  # poisons of the model the diagnostics describe
         self.pending: list[tuple[int, int | float, int]] = []
 
     def run(self) -> list[dict[str, Any]]:
@@ -130,7 +133,9 @@ class _TrialRun:
         spec = getattr(self.trial, kind)
         self.stage = (kind, spec.name)
         extra = {"seed": self.trial.seed} if kind == "dataset" else {}
-        return self.host.create(kind + "s", spec.name, **extra, **spec.params)
+        declarations = self.host.registry.get(kind + "s", spec.name).declarations
+        params = resolved(declarations, spec.params, self.trial.base_dir)
+        return self.host.create(kind + "s", spec.name, **extra, **params)
 
     def _run(self) -> None:
         t = self.trial
@@ -208,6 +213,8 @@ class _TrialRun:
         self.batches.append(batch)
         self.count += len(y)
         self.diagnostics.update(batch.diagnostics)
+        if batch.diagnostics:
+            self.diagnostics_count = self.count
 
     def _poisons(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         d = self.dataset.n_features
@@ -251,6 +258,11 @@ class _TrialRun:
         )
         hyper = dict(getattr(fit, "hyperparameters", {}) or {})
         model = fit.model
+        self.stage = ("learner", self.trial.learner.name)
+        require_certified(
+            model, f"learner {self.trial.learner.name!r} (defence {self.trial.defence.name!r}, {n} poisons)"
+        )
+        gap, converged = _fit_certificate(model)
         kept = getattr(fit, "kept", None)
         removed = None
         if kept is not None:
@@ -264,13 +276,21 @@ class _TrialRun:
             "subpop_accuracy": finite_or_none(sub_acc),
             "lambda": finite_or_none(hyper.get("lambda")),
             "n_removed": removed,
+            "fit_gap": gap,
+            "fit_converged": converged,
             "hyperparameters": to_json(hyper),
-            **self._diagnostic_columns(),
+            **self._diagnostic_columns(n),
         }
 
-    def _diagnostic_columns(self) -> dict[str, Any]:
-        out: dict[str, Any] = {k: finite_or_none(self.diagnostics.get(k)) for k in DIAGNOSTIC_COLUMNS}
+    def _diagnostic_columns(self, n: int | None = None) -> dict[str, Any]:
+        """The attack's latest diagnostics; the diagnostic columns only when they describe the
+        model with exactly ``n`` poisons (a batch that overshot a checkpoint describes another)."""
+        same_model = n is None or self.diagnostics_count == n
+        out: dict[str, Any] = {
+            k: finite_or_none(self.diagnostics.get(k)) if same_model else None for k in DIAGNOSTIC_COLUMNS
+        }
         out["diagnostics"] = to_json(jsonable(self.diagnostics))
+        out["diagnostics_n_poisons"] = self.diagnostics_count
         return out
 
     def _trace(self) -> None:
@@ -320,3 +340,14 @@ class _TrialRun:
                 "wall_seconds": time.perf_counter() - self.t0,
             }
         )
+
+
+def _fit_certificate(model: Any) -> tuple[float | None, bool | None]:
+    """``(gap, converged)`` a model's fit reports: the SVM's relative duality gap, else a gradient
+    norm; ``(None, None)`` for a learner that reports neither."""
+    info = getattr(model, "info", None)
+    if not isinstance(info, dict):
+        return None, None
+    gap = info.get("relative_gap", info.get("grad_norm"))
+    converged = info.get("converged")
+    return finite_or_none(gap), None if converged is None else bool(converged)

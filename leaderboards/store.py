@@ -27,7 +27,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from poisonbench.results import SCHEMA, SCHEMA_VERSION, rows_to_table, to_json
+from poisonbench.results import ADDED_COLUMNS, SCHEMA, SCHEMA_VERSION, rows_to_table, to_json
 
 SCHEMA_KEY = b"poisonbench.schema_version"
 CAMPAIGN_FILE = "_campaign.json"
@@ -163,18 +163,27 @@ def _read(path: Path, columns: list[str] | None = None) -> pa.Table | None:
     if version is None:
         _warn(path, "Parquet file without poisonbench metadata (foreign file)")
         return None
-    if version.decode() != str(SCHEMA_VERSION):
-        _warn(path, f"written with schema version {version.decode()}, this poisonbench reads version {SCHEMA_VERSION}")
+    readable = [str(v) for v in range(1, SCHEMA_VERSION + 1)]
+    if version.decode() not in readable:
+        _warn(
+            path, f"written with schema version {version.decode()}, this poisonbench reads versions 1–{SCHEMA_VERSION}"
+        )
         return None
-    missing = sorted(set(columns or SCHEMA.names) - set(schema.names))
+    later = {c for v, cols in ADDED_COLUMNS.items() if v > int(version.decode()) for c in cols}
+    wanted = list(columns or SCHEMA.names)
+    missing = sorted(set(wanted) - set(schema.names) - later)
     if missing:
         _warn(path, f"missing column(s) {', '.join(missing)}")
         return None
     try:
-        return pq.read_table(path, columns=columns)
+        table = pq.read_table(path, columns=[c for c in wanted if c in schema.names])
     except (OSError, pa.ArrowException) as exc:
         _warn(path, f"corrupt Parquet data ({exc})")
         return None
+    for name in wanted:
+        if name not in table.column_names:
+            table = table.append_column(SCHEMA.field(name), pa.nulls(table.num_rows, SCHEMA.field(name).type))
+    return table.select(wanted)
 
 
 def _atomic_write(path: Path, write: Any) -> None:

@@ -32,6 +32,8 @@ import numpy as np
 from poisonbench.dataset import FeasibleSet
 
 LABELS = (-1.0, 1.0)
+#: Relative tolerance of the deterministic tie-breaks (:func:`box_knapsack`, :func:`_better`).
+TIE_TOL = 1e-12
 SOLVERS = ("auto", "closed-form", "cvxpy", "milp")
 ONEHOT_MODES = ("ignore", "exact", "at-most-one")
 
@@ -71,7 +73,15 @@ def box_knapsack(c: np.ndarray, a: np.ndarray, beta: float, lo: np.ndarray, hi: 
     Continuous knapsack: start at the box corner that maximises ``c·x`` (ties toward the end
     that lowers ``a·x``); if it violates the constraint, move coordinates toward their
     ``a``-minimising end in increasing order of objective lost per unit of constraint
-    recovered, the last one fractionally. This is optimal by LP duality (one multiplier)."""
+    recovered, the last one fractionally. This is optimal by LP duality (one multiplier).
+
+    Deterministic tie-break: a coefficient with ``|c_j| ≤ TIE_TOL · ‖c‖_∞`` counts as zero, so
+    its coordinate takes the canonical end (the one that lowers ``a·x``) instead of whichever
+    end the sign of rounding noise picks — the noise differs between BLAS builds and thread
+    counts, and MTP's path is chaotic in such near-ties. The value given up is at most
+    ``TIE_TOL · ‖c‖_∞ · Σ_j (hi_j − lo_j)``."""
+    scale = float(np.abs(c).max()) if c.size else 0.0
+    c = np.where(np.abs(c) <= TIE_TOL * scale, 0.0, c)
     x = np.where(c > 0, hi, np.where(c < 0, lo, np.where(a > 0, lo, hi)))
     excess = float(a @ x) - beta
     scale = abs(beta) + float(np.abs(a) @ np.maximum(np.abs(lo), np.abs(hi))) + 1.0
@@ -98,6 +108,12 @@ def box_knapsack(c: np.ndarray, a: np.ndarray, beta: float, lo: np.ndarray, hi: 
     return x
 
 
+def _better(value: float, best: float) -> bool:
+    """``value`` beats ``best`` by more than ``TIE_TOL`` (relative): near-ties between pieces or
+    labels keep the first one found, in the fixed order (y = −1 then +1; pieces A, B1, B2)."""
+    return value > best + TIE_TOL * max(1.0, abs(best))
+
+
 def _hinge_pieces(theta_t: np.ndarray, theta_p: np.ndarray, y: float) -> list[tuple[np.ndarray, np.ndarray, float]]:
     """The three sub-problems ``max c·x s.t. a·x ≤ β`` for label ``y`` as (c, a, β); the
     objective's constant term is left out (values are computed from the maximiser)."""
@@ -122,7 +138,7 @@ def hinge_max_loss_diff_box(
             if x is None:
                 continue
             value = float(hinge_loss_diff(theta_t, theta_p, x, y)[0])
-            if best is None or value > best.value:
+            if best is None or _better(value, best.value):
                 best = MaxLossDiff(value, x, float(y), exact=True, solver="closed-form")
     assert best is not None, "pieces A and B cover the box, so one of them is non-empty"
     return best

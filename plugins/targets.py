@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from poisonbench.attack import Scenario
-from poisonbench.learner import Model
+from poisonbench.learner import Model, require_certified
 
 #: Grids of the reference code (generate_target_theta.py) for indiscriminate targets.
 ERROR_QUANTILES = (0.05, 0.10, 0.15, 0.20, 0.25, 0.30, 0.35, 0.40, 0.45, 0.50, 0.55, 0.60)
@@ -157,7 +157,7 @@ def _flip_grid(
     (model, quantile, repeat, number of flipped points) per grid cell."""
     data, learner = scenario.dataset, scenario.learner
     X_c, y_c = data.X_train, data.y_train
-    clean = learner.fit(X_c, y_c)
+    clean = require_certified(learner.fit(X_c, y_c), f"target: learner {learner.name!r} on the clean data")
     margins = y_s * clean.decision_function(X_s)
     out = []
     for q in quantiles:
@@ -167,6 +167,7 @@ def _flip_grid(
             y = np.concatenate([y_c, -y_s[sel]])
             w = np.concatenate([np.ones(len(y_c)), np.full(int(sel.sum()), float(r))])
             model = learner.fit(X, y, sample_weight=w, warm_start=clean)
+            require_certified(model, f"target: learner {learner.name!r} at quantile {q}, repeat {r}")
             out.append((model, float(q), int(r), int(sel.sum())))
             if adaptive:
                 margins = y_s * model.decision_function(X_s)

@@ -304,7 +304,10 @@ def test_file_loader_formats_split_column_and_bounds(table_file, fmt):
     assert data.feature_names == ("a", "b", "flag")
     assert np.array_equal(data.y_train, np.where(np.arange(30) % 2 == 0, 1.0, -1.0))
     X = np.column_stack([cols["a"], cols["b"], cols["flag"]]).astype(float)
-    assert np.allclose(data.feasible.lo, X.min(axis=0)) and np.allclose(data.feasible.hi, X.max(axis=0))
+    train = X[np.asarray(cols["part"]) == "train"]
+    # the box is the training rows' range, never widened by the test rows
+    assert np.allclose(data.feasible.lo, train.min(axis=0)) and np.allclose(data.feasible.hi, train.max(axis=0))
+    assert not np.allclose(data.feasible.hi, X.max(axis=0))
     assert data.feasible.integer.tolist() == [False, True, True]
     assert data.provenance["source"]["md5"] == hashlib.md5((tmp_path / f"t.{fmt}").read_bytes()).hexdigest()
 

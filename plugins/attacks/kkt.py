@@ -45,7 +45,7 @@ from poisonbench import Param, hookimpl
 from poisonbench.attack import PoisonBatch, Scenario
 from poisonbench.capabilities import LinearModelLearner, require
 from poisonbench.dataset import FeasibleSet
-from poisonbench.learner import Learner, Model
+from poisonbench.learner import Learner, Model, require_certified
 from poisonbench.params import declare
 from poisonbench.plugins.targets import parse_spec
 
@@ -257,6 +257,7 @@ class KKTAttack:
         weights = np.concatenate([np.ones(data.n_train), [best.n_pos, n - best.n_pos]])
         keep = weights > 0
         model = learner.fit(X[keep], y[keep], sample_weight=weights[keep])
+        require_certified(model, f"kkt: learner {learner.name!r} on the poisoned data")
         out = {
             "kkt_objective": value,
             "kkt_search_objective": best.search_value,

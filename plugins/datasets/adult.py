@@ -85,7 +85,9 @@ SAMPLING = ("reference", "balanced")
 
 @declare(
     {
-        "data_dir": Param(str, "folder with adult.data / adult.test (default: the shipped copies)", optional=True),
+        "data_dir": Param(
+            str, "folder with adult.data / adult.test (default: the shipped copies)", optional=True, path=True
+        ),
         "data_seed": Param(int, "seed of the row sampling", low=0),
         "sampling": Param(str, "reference: the reference code's draw; balanced: the paper's text", choices=SAMPLING),
         "n_val": Param(int, "validation points from the training rows", low=0),

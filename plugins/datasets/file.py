@@ -31,7 +31,7 @@ SPLIT_VALUES = {
 
 @declare(
     {
-        "path": Param(str, "an NPZ, CSV or Parquet file"),
+        "path": Param(str, "an NPZ, CSV or Parquet file (relative: to the campaign file)", path=True),
         "label": Param(str, "the label column"),
         "features": Param(list, "feature columns (default: all but label and split)", optional=True),
         "split": Param(str, "a column of train / test / val rows (default: a stratified random split)", optional=True),
@@ -72,7 +72,8 @@ def load_file(
         ``round(test_fraction · n)`` test and ``round(val_fraction · n)`` validation rows.
     lo, hi
         Poison feasible box: one number for every feature, one per feature, or ``None`` for the
-        per-feature minimum / maximum over all rows of the file.
+        per-feature minimum / maximum over the *training* rows (never the test rows: the box is
+        what the attacker may know of the data).
     positive
         The label value mapped to +1 (the other to −1); default: the larger of the two values.
     seed
@@ -115,8 +116,8 @@ def load_file(
         split_rule = (
             f"stratified random split, test_fraction={test_fraction}, val_fraction={val_fraction}, seed={split_seed}"
         )
-    box_lo = _bound(lo, X.min(axis=0), "lo", names, where)
-    box_hi = _bound(hi, X.max(axis=0), "hi", names, where)
+    box_lo = _bound(lo, X[idx["train"]].min(axis=0), "lo", names, where)
+    box_hi = _bound(hi, X[idx["train"]].max(axis=0), "hi", names, where)
     has_val = idx["validation"].size > 0
     return Dataset(
         name=f"file:{source.name}",
@@ -136,8 +137,8 @@ def load_file(
             "seed": seed,
             "split_sizes": {k: int(v.size) for k, v in idx.items()},
             "bounds": {
-                "lo": "given" if lo is not None else "min over all rows",
-                "hi": "given" if hi is not None else "max over all rows",
+                "lo": "given" if lo is not None else "min over the training rows",
+                "hi": "given" if hi is not None else "max over the training rows",
             },
         },
     )

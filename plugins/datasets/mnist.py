@@ -37,7 +37,9 @@ _PAIR = re.compile(r"^\s*([0-9])\s*vs?\s*([0-9])\s*$")
 @declare(
     {
         "pair": Param(str, "two digits, first -> -1, second -> +1, e.g. 1v7", check=lambda p: _parse_pair(p)),
-        "path": Param(str, "a CSV / NPZ / Parquet of digits instead of the shipped 5k subset", optional=True),
+        "path": Param(
+            str, "a CSV / NPZ / Parquet of digits instead of the shipped 5k subset", optional=True, path=True
+        ),
         "n_train": Param(int, "training points drawn (default: all not in test / validation)", low=2, optional=True),
         "n_val": Param(int, "validation points from the training split", low=0),
         "test_fraction": Param(float, "test share of the digits", low=0, high=1, low_open=True, high_open=True),

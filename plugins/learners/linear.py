@@ -12,6 +12,7 @@ Newton-CG to a gradient-norm tolerance. Both warm-start from a previous fit (see
 
 from __future__ import annotations
 
+import copy
 from functools import lru_cache
 from typing import Any
 
@@ -23,17 +24,17 @@ from poisonbench.learner import Model
 from poisonbench.params import declare
 from poisonbench.validation import check_binary_labels, check_matrix, check_weights
 
+LINEAR_PARAMETERS = {
+    "C_R": Param(float, "weight of R(θ) against the mean loss (eq. 1)", low=0, low_open=True),
+    "regularise_bias": Param(bool, "R penalises the bias too (liblinear, the reference code)"),
+    "tol": Param(
+        float, "certified tolerance (SVM: relative duality gap; logistic: gradient norm)", low=0, low_open=True
+    ),
+    "max_iter": Param(int, "iteration limit (SVM: coordinate-descent passes; logistic: Newton steps)", low=1),
+}
 
-@declare(
-    {
-        "C_R": Param(float, "weight of R(θ) against the mean loss (eq. 1)", low=0, low_open=True),
-        "regularise_bias": Param(bool, "R penalises the bias too (liblinear, the reference code)"),
-        "tol": Param(
-            float, "certified tolerance (SVM: relative duality gap; logistic: gradient norm)", low=0, low_open=True
-        ),
-        "max_iter": Param(int, "iteration limit (SVM: coordinate-descent passes; logistic: Newton steps)", low=1),
-    }
-)
+
+@declare(LINEAR_PARAMETERS)
 class _LinearLearner:
     """Shared parameters, checks and the regulariser of the linear learners
     (:class:`~poisonbench.capabilities.LinearModelLearner`)."""
@@ -56,7 +57,10 @@ class _LinearLearner:
 
     def with_regularisation(self, C_R: float) -> _LinearLearner:
         """A copy of this learner with L2 strength ``C_R`` (what the L2 defences tune)."""
-        return type(self)(C_R=C_R, regularise_bias=self.regularise_bias, tol=self.tol, max_iter=self.max_iter)
+        LINEAR_PARAMETERS["C_R"].validate("C_R", C_R)
+        out = copy.copy(self)
+        out.C_R = float(C_R)
+        return out
 
     def _check_fit_input(
         self, X: Any, y: Any, sample_weight: Any
@@ -110,11 +114,33 @@ class _LinearLearner:
         return float(s @ losses) / float(s.sum()) + self.C_R * self.regulariser(model)
 
 
+@declare(
+    {
+        **LINEAR_PARAMETERS,
+        "cd_passes": Param(int, "coordinate-descent passes before the interior-point fallback", low=1),
+    }
+)
 class LinearSVM(_LinearLearner):
-    """Linear SVM (hinge loss, L2), exact by dual coordinate descent with warm start."""
+    """Linear SVM (hinge loss, L2), exact by dual coordinate descent with warm start.
+
+    Coordinate descent converges at a rate set by the data's conditioning; a fit that is not
+    certified after ``cd_passes`` passes is re-solved by an interior-point method (Clarabel) and
+    polished by coordinate descent from its dual variables, so any finite data reach the
+    tolerance (:mod:`poisonbench.plugins.learners._svm_ipm`)."""
 
     name = "svm"
     loss_kind = "hinge"
+
+    def __init__(
+        self,
+        C_R: float = 0.09,
+        regularise_bias: bool = True,
+        tol: float = 1e-10,
+        max_iter: int = 100_000,
+        cd_passes: int = 200,
+    ):
+        super().__init__(C_R=C_R, regularise_bias=regularise_bias, tol=tol, max_iter=max_iter)
+        self.cd_passes = int(cd_passes)
 
     def loss(self, model: Model, X: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Hinge loss ``max(0, 1 − y(w·x + b))`` per point, shape (n,)."""
@@ -172,10 +198,28 @@ class LinearSVM(_LinearLearner):
         if warm_start is not None and warm_start.w.shape[0] != Xa.shape[1]:
             raise ValueError(f"warm_start: expected a model with {Xa.shape[1]} weights, got {warm_start.w.shape[0]}")
         with _blas_controller().limit(limits=1, user_api="blas"):
-            sol = solve_svm(
-                Xa, ya, sa, sqnorms, self.C_R, self.regularise_bias, self.tol, self.max_iter, warm=warm, b0=b0
-            )
+            budget = min(self.max_iter, self.cd_passes)
+            sol = solve_svm(Xa, ya, sa, sqnorms, self.C_R, self.regularise_bias, self.tol, budget, warm=warm, b0=b0)
+            remaining = self.max_iter - sol.info["iterations"]
+            if not sol.info["converged"] and remaining > 0:
+                sol = self._from_interior_point(Xa, ya, sa, min(remaining, self.cd_passes), sol.info["iterations"])
         return Model(sol.w, sol.b, info=_plain(sol.info), state=sol.state)
+
+    def _from_interior_point(self, X: np.ndarray, y: np.ndarray, s: np.ndarray, passes: int, used: int) -> Any:
+        """Dual coordinate descent warm-started from the interior-point α (:mod:`._svm_ipm`),
+        for data on which plain coordinate descent converges too slowly; certified as usual."""
+        from poisonbench.plugins.learners._dual_cd import DualState, solve_svm
+        from poisonbench.plugins.learners._svm_ipm import svm_dual_by_ipm
+
+        C = 1.0 / (self.C_R * float(s.sum()))
+        alpha, b = svm_dual_by_ipm(X, y, s, C, self.regularise_bias)
+        coef = alpha * y
+        w_alpha = X.T @ coef
+        b_alpha = float(coef.sum()) if self.regularise_bias else b
+        state = DualState(alpha / C, y * (X @ w_alpha + b_alpha), w_alpha / C, C)
+        sol = solve_svm(X, y, s, None, self.C_R, self.regularise_bias, self.tol, passes, warm=state, b0=b)
+        sol.info.update(solver="clarabel+dual-cd", iterations=used + sol.info["iterations"], fallback=True)
+        return sol
 
 
 class LogisticRegression(_LinearLearner):
