@@ -28,7 +28,7 @@ import pyarrow as pa
 SCHEMA_VERSION = 2
 #: Columns added by each schema version after the first: a file of an older version is read
 #: with these columns null (they were not measured then).
-ADDED_COLUMNS: dict[int, tuple[str, ...]] = {2: ("fit_gap", "fit_converged", "diagnostics_n_poisons")}
+ADDED_COLUMNS: dict[int, tuple[str, ...]] = {2: ("fit_gap", "fit_converged", "diagnostics_n_poisons", "code_hash")}
 
 #: (column, Arrow type, meaning). The order is the column order of the Parquet files.
 COLUMNS: tuple[tuple[str, pa.DataType, str], ...] = (
@@ -88,6 +88,7 @@ COLUMNS: tuple[tuple[str, pa.DataType, str], ...] = (
     ("poisonbench_version", pa.string(), "version of the poisonbench package"),
     ("package_versions", pa.string(), "versions of python, numpy, scipy, scikit-learn, pyarrow (JSON)"),
     ("plugin_versions", pa.string(), "plugin module and version of each component (JSON)"),
+    ("code_hash", pa.string(), "hash of the components' plugin code (poisonbench.code_identity), to detect stale rows"),
     ("git_revision", pa.string(), "git revision of the poisonbench checkout (+ '-dirty'), null if none"),
     ("host", pa.string(), "host name of the machine that ran the trial"),
     ("device", pa.string(), "processor / accelerator description"),

@@ -21,12 +21,14 @@ import numpy as np
 
 from poisonbench.attack import PoisonBatch, Scenario
 from poisonbench.campaign import Trial, budget_spec, resolve_budget
+from poisonbench.code_identity import code_hash
 from poisonbench.data_identity import resolved
 from poisonbench.dataset import Dataset
 from poisonbench.host import PluginHost, load_host
 from poisonbench.learner import require_certified
 from poisonbench.results import DIAGNOSTIC_COLUMNS, finite_or_none, jsonable, provenance, to_json, utcnow
 
+COMPONENT_KINDS = ("dataset", "learner", "defence", "attack")
 _HOSTS: dict[tuple[str, ...], PluginHost] = {}
 
 
@@ -99,6 +101,24 @@ def _plugin_versions(trial: Trial, host: PluginHost) -> dict[str, str]:
     return out
 
 
+def component_code_hash(trial: Trial, host: PluginHost) -> str | None:
+    """:func:`poisonbench.code_identity.code_hash` of the modules defining the trial's components."""
+    return components_code_hash(host, **{kind: getattr(trial, kind).name for kind in COMPONENT_KINDS})
+
+
+def components_code_hash(host: PluginHost, **names: str) -> str | None:
+    """The code hash of the components named ``dataset=…, learner=…, defence=…, attack=…``
+    (None when one is not registered)."""
+    modules = []
+    for kind, name in names.items():
+        try:
+            factory = host.registry.get(kind + "s", name).factory
+        except LookupError:
+            return None
+        modules.append(getattr(factory, "__module__", ""))
+    return code_hash(tuple(sorted(set(modules))))
+
+
 def _target(params: dict[str, Any]) -> str | None:
     target = params.get("target")
     return None if target is None else str(target)
@@ -109,6 +129,7 @@ class _TrialRun:
         self.trial, self.host = trial, host
         self.base = base_row(trial, executor)
         self.base["plugin_versions"] = to_json(_plugin_versions(trial, host))
+        self.base["code_hash"] = component_code_hash(trial, host)
         self.rows: list[dict[str, Any]] = []
         self.stage = ("dataset", trial.dataset.name)
         self.step = 0

@@ -1,0 +1,127 @@
+"""Exact SVM fits on data nobody scaled, against scikit-learn in the same run.
+
+Dual coordinate descent converges at a rate set by the data's conditioning; on unscaled
+features it needed tens of thousands of passes (raw breast cancer, C_R = 0.09: 36,121) or never
+certified (C_R = 0.01: relative gap 0.36 after 100,000 passes). The SVM now switches to an
+interior-point solve (Clarabel) with a crossover and a coordinate-descent polish after
+``cd_passes`` passes. Compared here with scikit-learn's ``LinearSVC`` (liblinear, the same
+objective with ``C = 1/(n C_R)``, regularised bias) at ``tol = 1e-8`` and ``max_iter = 100,000``:
+
+- raw UCI breast cancer (569 × 30, ``sklearn.datasets``), C_R = 0.09 and 0.01;
+- augmented MNIST 1–7 (2,000 × 784 in [0, 1]; 13,007 with ``POISONBENCH_BENCH_FULL=1``), C_R = 0.09.
+
+Every fit of ours is asserted certified (relative duality gap ≤ 1e-10); scikit-learn's objective
+excess over ours is printed beside the time ratio (sklearn does not certify its result).
+
+    python -m pytest benchmarks/bench_unscaled_fits.py --benchmark-enable -s
+"""
+
+from __future__ import annotations
+
+import gzip
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_breast_cancer
+
+from poisonbench.plugins.learners.linear import LinearSVM
+
+ADULT = Path(__file__).resolve().parents[1] / "plugins" / "datasets" / "data" / "adult.data.gz"
+ADULT_CONTINUOUS = (0, 2, 4, 10, 11, 12)
+RESULTS: dict[str, dict[str, float]] = {}
+
+
+def breast_cancer() -> tuple[np.ndarray, np.ndarray]:
+    X, y = load_breast_cancer(return_X_y=True)
+    return X, np.where(y == 1, 1.0, -1.0)
+
+
+def adult_raw() -> tuple[np.ndarray, np.ndarray]:
+    rows = []
+    with gzip.open(ADULT, "rt") as fh:
+        for line in fh:
+            parts = [p.strip() for p in line.split(",")]
+            if len(parts) == 15:
+                rows.append(
+                    [float(parts[j]) for j in ADULT_CONTINUOUS] + [1.0 if parts[14].startswith(">50K") else -1.0]
+                )
+    table = np.asarray(rows)
+    return table[:, :-1], table[:, -1]
+
+
+def mnist_like() -> tuple[np.ndarray, np.ndarray]:
+    from bench_learners import N_ROWS, augmented_mnist_17
+
+    X, y, _ = augmented_mnist_17(N_ROWS)
+    return X, y
+
+
+CASES = {
+    "breast-cancer C_R=0.09": (breast_cancer, 0.09),
+    "breast-cancer C_R=0.01": (breast_cancer, 0.01),
+    "mnist-17 C_R=0.09": (mnist_like, 0.09),
+}
+
+
+def objective(X: np.ndarray, y: np.ndarray, C_R: float, w: np.ndarray, b: float) -> float:
+    return float(np.maximum(0.0, 1.0 - y * (X @ w + b)).mean() + 0.5 * C_R * (w @ w + b * b))
+
+
+def sklearn_fit(X: np.ndarray, y: np.ndarray, C_R: float) -> tuple[np.ndarray, float]:
+    from sklearn.svm import LinearSVC
+
+    est = LinearSVC(C=1.0 / (len(y) * C_R), loss="hinge", dual=True, tol=1e-8, max_iter=100_000, intercept_scaling=1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est.fit(X, y)
+    return est.coef_.ravel(), float(est.intercept_[0])
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_unscaled_fit_ours_vs_sklearn(benchmark, case):
+    make, C_R = CASES[case]
+    X, y = make()
+    LinearSVM(C_R=C_R).fit(X[:50], y[:50])  # compile the coordinate-descent kernel outside the timing
+    model = benchmark.pedantic(lambda: LinearSVM(C_R=C_R).fit(X, y), rounds=3, iterations=1)
+    assert model.info["converged"] and model.info["relative_gap"] <= 1e-10, model.info
+    if benchmark.disabled:
+        return
+    ours = benchmark.stats.stats.median
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        w, b = sklearn_fit(X, y, C_R)
+        times.append(time.perf_counter() - t0)
+    ours_obj = objective(X, y, C_R, model.w, model.b)
+    RESULTS[case] = {
+        "ours_s": ours,
+        "sklearn_s": float(np.median(times)),
+        "solver": model.info.get("solver"),
+        "sklearn_excess": (objective(X, y, C_R, w, b) - ours_obj) / ours_obj,
+    }
+
+
+def test_raw_adult_is_reported_honestly():
+    """Raw Adult's continuous columns (32,561 × 6; fnlwgt ~10⁵), C_R = 0.01: the interior point
+    is not accurate enough for its crossover and the fit ends uncertified (docs/performance.md).
+    What must hold is that the fit says so: ``converged`` is exactly ``gap ≤ tol``."""
+    X, y = adult_raw()
+    t0 = time.perf_counter()
+    model = LinearSVM(C_R=0.01, cd_passes=20 if not RESULTS else 200).fit(X, y)
+    seconds = time.perf_counter() - t0
+    assert model.info["converged"] == (model.info["relative_gap"] <= model.info["tol"])
+    print(
+        f"adult-raw C_R=0.01: {seconds:.2f} s, converged={model.info['converged']}, "
+        f"relative gap {model.info['relative_gap']:.1e}"
+    )
+
+
+def test_print_ratios():
+    for case, r in RESULTS.items():
+        print(
+            f"{case:26} ours {r['ours_s']:.3f} s ({r['solver']}), sklearn {r['sklearn_s']:.3f} s, "
+            f"ours/sklearn {r['ours_s'] / r['sklearn_s']:.2f}, sklearn objective above ours by {r['sklearn_excess']:.1e}"
+        )
