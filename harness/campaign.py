@@ -32,6 +32,8 @@ TOP_KEYS = (
     "budgets",
     "record_every",
     "timeout",
+    "isolation",
+    "memory_limit_mb",
     "max_retries",
     "feasibility_tol",
     "resources",
@@ -41,6 +43,11 @@ COMPONENT_KEYS = ("name", "params", "grid", "label")
 DATASET_KEYS = (*COMPONENT_KEYS, "subpopulations")
 RESOURCE_KEYS = ("num_cpus", "num_gpus")
 DEFAULT_DEFENCE = {"name": "none"}
+#: Seconds a trial may run unless the campaign says otherwise (``timeout``).
+DEFAULT_TIMEOUT = 7200.0
+#: ``process``: each trial in a worker process (a hang, exit or crash is one failed row);
+#: ``none``: in the runner's own process (debugging; no timeout or memory limit can be enforced).
+ISOLATION = ("process", "none")
 
 
 class CampaignError(ValueError):
@@ -86,6 +93,8 @@ class Trial:
     num_gpus: float = 0.0
     max_retries: int = 1
     base_dir: str | None = None  # folder that relative file parameters are read from
+    isolation: str = "process"
+    memory_limit_mb: float | None = None
 
     def config(self) -> dict[str, Any]:
         """The resolved configuration that decides the results (hashed into the trial id)."""
@@ -122,6 +131,8 @@ class Trial:
             "resources": {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus},
             "max_retries": self.max_retries,
             "base_dir": self.base_dir,
+            "isolation": self.isolation,
+            "memory_limit_mb": self.memory_limit_mb,
         }
 
     def describe(self) -> str:
@@ -148,6 +159,8 @@ class Campaign:
     feasibility_tol: float = 1e-6
     timeout: float | None = None
     max_retries: int = 1
+    isolation: str = "process"
+    memory_limit_mb: float | None = None
     num_cpus: float = 1.0
     num_gpus: float = 0.0
     source: dict[str, Any] = field(default_factory=dict)
@@ -220,6 +233,8 @@ class Campaign:
                     self.num_gpus,
                     self.max_retries,
                     self.base_dir,
+                    self.isolation,
+                    self.memory_limit_mb,
                 )
                 out.setdefault(trial.trial_id, trial)
         return list(out.values())
@@ -267,6 +282,15 @@ def parse_campaign(raw: dict[str, Any], path: str = "<campaign>", default_name: 
     for kind in KINDS:
         entries = raw.get(kind, [DEFAULT_DEFENCE] if kind == "defences" else None)
         components[kind] = p.components(kind, entries)
+    isolation = p.string(raw.get("isolation", "process"), "isolation")
+    if isolation not in ISOLATION:
+        raise p.fail("isolation", f"expected one of {', '.join(map(repr, ISOLATION))}, got {isolation!r}")
+    isolated = isolation == "process"
+    for key in ("timeout", "memory_limit_mb"):
+        if not isolated and raw.get(key) is not None:
+            raise p.fail(key, "needs isolation = 'process' (an in-process trial cannot be stopped or capped)")
+    timeout = raw.get("timeout", DEFAULT_TIMEOUT if isolated else None)
+    memory = raw.get("memory_limit_mb")
     return Campaign(
         name=name,
         path=path,
@@ -276,7 +300,9 @@ def parse_campaign(raw: dict[str, Any], path: str = "<campaign>", default_name: 
         description=p.string(raw.get("description", ""), "description"),
         record_every=p.integer(raw.get("record_every", 0), "record_every", minimum=0),
         feasibility_tol=p.number(raw.get("feasibility_tol", 1e-6), "feasibility_tol", minimum=0.0),
-        timeout=None if raw.get("timeout") is None else p.number(raw["timeout"], "timeout", minimum=0.0, strict=True),
+        timeout=None if timeout is None else p.number(timeout, "timeout", minimum=0.0, strict=True),
+        isolation=isolation,
+        memory_limit_mb=None if memory is None else p.number(memory, "memory_limit_mb", minimum=1.0),
         max_retries=p.integer(raw.get("max_retries", 1), "max_retries", minimum=0),
         num_cpus=p.number(resources.get("num_cpus", 1), "resources.num_cpus", minimum=0.0, strict=True),
         num_gpus=p.number(resources.get("num_gpus", 0), "resources.num_gpus", minimum=0.0),

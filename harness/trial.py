@@ -12,6 +12,8 @@ the trial's rows ``status = "failed"`` with an error naming the component. Never
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import time
 import traceback
 from collections.abc import Iterator, Sequence
@@ -23,7 +25,7 @@ from poisonbench.attack import PoisonBatch, Scenario
 from poisonbench.campaign import Trial, budget_spec, resolve_budget
 from poisonbench.code_identity import code_hash
 from poisonbench.data_identity import resolved
-from poisonbench.dataset import Dataset
+from poisonbench.dataset import Dataset, FeasibleSet
 from poisonbench.host import PluginHost, load_host
 from poisonbench.learner import require_certified
 from poisonbench.results import DIAGNOSTIC_COLUMNS, finite_or_none, jsonable, provenance, to_json, utcnow
@@ -119,6 +121,50 @@ def components_code_hash(host: PluginHost, **names: str) -> str | None:
     return code_hash(tuple(sorted(set(modules))))
 
 
+def private_copy(data: Dataset) -> Dataset:
+    """A copy of ``data`` sharing no array with it (the harness's own truth)."""
+    fs = data.feasible
+    feasible = FeasibleSet(fs.lo.copy(), fs.hi.copy(), np.array(fs.integer, copy=True), fs.onehot_groups)
+    subpops = {
+        k: dataclasses.replace(v, train_idx=v.train_idx.copy(), test_idx=v.test_idx.copy())
+        for k, v in data.subpopulations.items()
+    }
+    return dataclasses.replace(data, feasible=feasible, subpopulations=subpops)
+
+
+def dataset_digest(data: Dataset) -> str:
+    """SHA-256 of every array of ``data`` (splits, labels, feasible box and integer mask)."""
+    h = hashlib.sha256()
+    arrays = [
+        data.X_train,
+        data.y_train,
+        data.X_test,
+        data.y_test,
+        data.X_val,
+        data.y_val,
+        data.feasible.lo,
+        data.feasible.hi,
+        data.feasible.integer,
+    ]
+    for arr in arrays:
+        h.update(b"-" if arr is None else np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()
+
+
+def measured_accuracy(model: Any, X: np.ndarray, y: np.ndarray, trial: Trial) -> float:
+    """Accuracy measured by the harness from the model's predictions (never the model's own
+    ``accuracy``): NaN for an empty set; ComponentError for predictions that are not ±1 labels."""
+    if len(y) == 0:
+        return float("nan")
+    pred = np.asarray(model.predict(X), dtype=np.float64)
+    if pred.shape != y.shape or not np.isin(pred, (-1.0, 1.0)).all():
+        raise ComponentError(
+            f"learner {trial.learner.name!r}: predict returned {pred.shape} values "
+            f"{np.unique(pred)[:5].tolist()}; expected {y.shape[0]} labels in {{-1, +1}}"
+        )
+    return float(np.mean(pred == y))
+
+
 def _target(params: dict[str, Any]) -> str | None:
     target = params.get("target")
     return None if target is None else str(target)
@@ -143,7 +189,9 @@ class _TrialRun:
         self.t0 = time.perf_counter()
         try:
             self._run()
-        except Exception as exc:  # every plugin failure becomes a failed row
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # every plugin failure, sys.exit included, becomes a failed row
             self._fail(exc)
         finished = utcnow()
         for row in self.rows:
@@ -165,7 +213,8 @@ class _TrialRun:
             raise ComponentError(
                 f"dataset {t.dataset.name!r}: factory returned {type(ds).__name__}, expected poisonbench.dataset.Dataset"
             )
-        self.dataset = ds
+        self.dataset = private_copy(ds)  # what the harness measures with; plugins never see it
+        self.visible_digest = dataset_digest(ds)
         self.base.update(n_train=ds.n_train)
         learner = self._create("learner")
         defence = self._create("defence")
@@ -268,6 +317,11 @@ class _TrialRun:
 
     def _evaluate(self, n: int) -> dict[str, Any]:
         ds = self.dataset
+        if dataset_digest(self.scenario.dataset) != self.visible_digest:
+            raise ComponentError(
+                f"attack {self.trial.attack.name!r}: modified the scenario's dataset or feasible set "
+                f"(its arrays were unlocked and written); the rows of a tampering attack are not trusted"
+            )
         Xp, yp = self._poisons(n)
         self.stage = ("defence", self.trial.defence.name)
         fit = self.defence.fit(
@@ -289,11 +343,13 @@ class _TrialRun:
         if kept is not None:
             kept = np.asarray(kept)
             removed = int(len(ds.y_train) + n - (kept.sum() if kept.dtype == bool else kept.size))
-        sub_acc = None if self.sub_test is None else model.accuracy(ds.X_test[self.sub_test], ds.y_test[self.sub_test])
+        sub_acc = None
+        if self.sub_test is not None:
+            sub_acc = measured_accuracy(model, ds.X_test[self.sub_test], ds.y_test[self.sub_test], self.trial)
         return {
             "n_poisons": n,
             "poison_fraction": n / ds.n_train,
-            "test_accuracy": finite_or_none(model.accuracy(ds.X_test, ds.y_test)),
+            "test_accuracy": finite_or_none(measured_accuracy(model, ds.X_test, ds.y_test, self.trial)),
             "subpop_accuracy": finite_or_none(sub_acc),
             "lambda": finite_or_none(hyper.get("lambda")),
             "n_removed": removed,
@@ -333,8 +389,26 @@ class _TrialRun:
             }
         )
 
-    def _fail(self, exc: Exception) -> None:
-        kind, name = self.stage
+    def _culprit(self, exc: BaseException) -> tuple[str, str]:
+        """The component whose code raised: the innermost traceback frame in one of the four
+        components' modules (a learner failing inside a defence's fit is the learner's error),
+        else the stage the trial was in."""
+        modules: dict[str, list[tuple[str, str]]] = {}
+        for kind in COMPONENT_KINDS:
+            spec = getattr(self.trial, kind)
+            try:
+                module = self.host.registry.get(kind + "s", spec.name).factory.__module__
+            except (LookupError, AttributeError):
+                continue
+            modules.setdefault(module, []).append((kind, spec.name))
+        for frame, _ in reversed(list(traceback.walk_tb(exc.__traceback__))):
+            found = modules.get(frame.f_globals.get("__name__", ""))
+            if found:
+                return self.stage if self.stage in found else found[0]
+        return self.stage
+
+    def _fail(self, exc: BaseException) -> None:
+        kind, name = self._culprit(exc)
         if isinstance(exc, ComponentError):
             error = str(exc)
         else:

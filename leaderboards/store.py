@@ -16,11 +16,13 @@ are corrupt, foreign or from another schema version are reported with a
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import re
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,7 @@ SCHEMA_KEY = b"poisonbench.schema_version"
 CAMPAIGN_FILE = "_campaign.json"
 TRIAL_FILE = re.compile(r"^trial-([0-9a-f]{16})\.parquet$")
 TEMP_FILE = re.compile(r"^\..+\.tmp$")
+LOCK_FILE = ".lock"
 DEFAULT_STORE = "poisonbench-store"
 
 
@@ -78,7 +81,8 @@ class Store:
         path = self.trial_path(campaign, trial_id)
         path.parent.mkdir(parents=True, exist_ok=True)
         for stale in path.parent.glob(f".{path.name}.*.tmp"):
-            stale.unlink(missing_ok=True)
+            if not _writer_alive(stale):  # another live process's temp file is its business
+                stale.unlink(missing_ok=True)
         _atomic_write(path, lambda f: pq.write_table(table, f, compression="zstd"))
         return path
 
@@ -147,7 +151,7 @@ class Store:
             match = TRIAL_FILE.match(entry.name)
             if match and entry.is_file():
                 out.append((entry, match.group(1)))
-            elif entry.name != CAMPAIGN_FILE and not TEMP_FILE.match(entry.name):
+            elif entry.name not in (CAMPAIGN_FILE, LOCK_FILE) and not TEMP_FILE.match(entry.name):
                 _warn(entry, "foreign file in a campaign directory, ignored")
         return out
 
@@ -184,6 +188,48 @@ def _read(path: Path, columns: list[str] | None = None) -> pa.Table | None:
         if name not in table.column_names:
             table = table.append_column(SCHEMA.field(name), pa.nulls(table.num_rows, SCHEMA.field(name).type))
     return table.select(wanted)
+
+
+def _writer_alive(temp: Path) -> bool:
+    """Whether the process whose pid is in the temp file's name (``.<file>.<pid>.tmp``) runs."""
+    try:
+        pid = int(temp.name.rsplit(".", 2)[-2])
+    except (ValueError, IndexError):
+        return False
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def campaign_lock(store: Store, campaign: str, on_wait: Any = None) -> Iterator[None]:
+    """Hold the campaign's lock (``<store>/<campaign>/.lock``, ``flock``) for a run; a second run
+    of the same campaign into the same store waits for it (calling ``on_wait(pid)`` once) and
+    then finds the finished trials done. The kernel releases a crashed holder's lock."""
+    folder = store.campaign_dir(campaign)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / LOCK_FILE, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            if on_wait is not None:
+                on_wait(handle.read().strip() or "?")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _atomic_write(path: Path, write: Any) -> None:

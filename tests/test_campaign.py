@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from poisonbench import __version__
-from poisonbench.campaign import CampaignError, load_campaign, parse_campaign, resolve_budget
+from poisonbench.campaign import DEFAULT_TIMEOUT, CampaignError, load_campaign, parse_campaign, resolve_budget
 from poisonbench.host import load_host
 from poisonbench.results import COLUMN_NAMES, rows_to_table
 from poisonbench.trial import run_trial
@@ -160,7 +160,7 @@ def test_defaults_and_resources():
         "x",
     )
     assert c.name == "x" and c.seeds == (0,) and [d.name for d in c.components["defences"]] == ["none"]
-    assert (c.num_cpus, c.num_gpus, c.timeout, c.max_retries) == (2.0, 0.5, None, 1)
+    assert (c.num_cpus, c.num_gpus, c.timeout, c.max_retries) == (2.0, 0.5, DEFAULT_TIMEOUT, 1)
 
 
 def test_budget_resolution():
@@ -297,3 +297,14 @@ def test_component_construction_errors_name_the_component(tmp_path, host):
     base = BASE.replace('name = "tiny"', 'name = "tiny"\nsubpopulations = ["nowhere"]')
     (row,) = rows_of(host, campaign(tmp_path, host, 'name = "toy-flip"', base=base))
     assert row["error"].startswith("dataset 'tiny': unknown subpopulation 'nowhere'")
+
+
+def test_isolation_defaults_to_a_worker_process_and_in_process_refuses_limits():
+    base = {"budgets": [3], "datasets": [{"name": "d"}], "learners": [{"name": "l"}], "attacks": [{"name": "a"}]}
+    default = parse_campaign(base)
+    assert (default.isolation, default.timeout, default.memory_limit_mb) == ("process", DEFAULT_TIMEOUT, None)
+    assert parse_campaign({**base, "isolation": "none"}).timeout is None
+    with pytest.raises(CampaignError, match="timeout: needs isolation = 'process'"):
+        parse_campaign({**base, "isolation": "none", "timeout": 5})
+    with pytest.raises(CampaignError, match="isolation: expected one of 'process', 'none', got 'thread'"):
+        parse_campaign({**base, "isolation": "thread"})

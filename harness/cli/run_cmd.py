@@ -19,7 +19,7 @@ from poisonbench.campaign import Campaign, CampaignError, Trial, load_campaign
 from poisonbench.cli.common import STORE_OPTION, UserError, get_host, warnings_to_stderr
 from poisonbench.executors import EXECUTORS, CampaignReport, TrialOutcome, make_executor, run_campaign
 from poisonbench.leaderboards.export import text_table
-from poisonbench.leaderboards.store import Store
+from poisonbench.leaderboards.store import Store, campaign_lock
 from poisonbench.registry import UnknownNameError
 
 
@@ -102,7 +102,7 @@ def run(
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         runner = make_executor(executor, host, plugin_modules, address=address, num_cpus=num_cpus)
-        with warnings_to_stderr():
+        with warnings_to_stderr(), campaign_lock(store, campaign.name, _waiting(campaign.name)):
             store.write_campaign(campaign.name, _campaign_payload(campaign), {t.trial_id: t.as_dict() for t in trials})
             report = run_campaign(campaign.name, trials, runner, store, host, retry_failed, StderrProgress())
     except ValueError as exc:
@@ -110,6 +110,13 @@ def run(
     click.echo(format_summary(report))
     if report.failed or report.skipped_failed:
         sys.exit(1)
+
+
+def _waiting(campaign: str) -> Any:
+    def say(pid: str) -> None:
+        click.echo(f"[{campaign}] another run (pid {pid}) holds this campaign's store; waiting for it", err=True)
+
+    return say
 
 
 def _exit_on_sigterm(signum: int, frame: Any) -> None:

@@ -1,8 +1,8 @@
 """The ``local`` executor: trials one after another on this machine.
 
-A trial without a timeout runs in-process (no start-up cost; what most tests use). A trial
-with a timeout runs in a child process started with the ``spawn`` context, kept alive and
-reused from trial to trial; when a trial overruns, the child is killed (a hang in C code
+Each trial runs in a worker process started with the ``spawn`` context (``isolation =
+"process"``, the default; ``"none"`` runs it in-process, for debugging), kept alive and reused
+from trial to trial, with the campaign's ``timeout`` (default 2 h) and ``memory_limit_mb``; when a trial overruns, the child is killed (a hang in C code
 cannot be interrupted any other way), the trial becomes a failed row and a fresh child serves
 the next trial. A child that dies on its own (segfault, out of memory) is a system failure:
 the trial is retried up to ``trial.max_retries`` times. Plugin exceptions are never retried.
@@ -11,7 +11,12 @@ the trial is retried up to ``trial.max_retries`` times. Plugin exceptions are ne
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import multiprocessing as mp
+import os
+import signal
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from multiprocessing.connection import Connection
@@ -41,7 +46,7 @@ class LocalExecutor:
         for trial in trials:
             if on_start is not None:
                 on_start(trial)
-            if trial.timeout is None:
+            if trial.isolation == "none":
                 rows = run_trial(trial, self.host, self.name)
             else:
                 rows = self._run_in_child(trial)
@@ -65,7 +70,7 @@ class LocalExecutor:
                         trial, f"local executor: worker process failed to start: {exc}", self.name, started
                     )
             try:
-                return self._child.run(trial, float(trial.timeout))
+                return self._child.run(trial, None if trial.timeout is None else float(trial.timeout))
             except _Overrun:
                 self._child.kill()
                 self._child = None
@@ -81,7 +86,8 @@ class LocalExecutor:
                 if attempt == attempts:
                     return failure_rows(
                         trial,
-                        f"system failure: worker process died ({exc}) in {attempts} attempt(s)",
+                        f"worker process died ({exc}) in {attempts} attempt(s): the trial's code exited "
+                        f"or crashed (os._exit, a segfault, the memory limit)",
                         self.name,
                         started,
                         time.perf_counter() - t0,
@@ -113,21 +119,21 @@ class _Child:
             self.kill()
             raise _ChildDied(str(ready))
 
-    def run(self, trial: Trial, timeout: float) -> list[dict[str, Any]]:
+    def run(self, trial: Trial, timeout: float | None) -> list[dict[str, Any]]:
         try:
             self.conn.send(trial)
         except (BrokenPipeError, OSError) as exc:
             raise _ChildDied(f"cannot send the trial: {exc}") from None
         return self._receive(timeout)
 
-    def _receive(self, timeout: float) -> Any:
+    def _receive(self, timeout: float | None) -> Any:
         try:
             ready = self.conn.poll(timeout)
             if ready:
                 return self.conn.recv()
         except (EOFError, OSError):
             self.proc.join(5)
-            raise _ChildDied(f"exit code {self.proc.exitcode}") from None
+            raise _ChildDied(_exit_description(self.proc.exitcode)) from None
         raise _Overrun
 
     def kill(self) -> None:
@@ -145,7 +151,37 @@ class _Child:
         self.conn.close()
 
 
+def _exit_description(code: int | None) -> str:
+    """``exit code 3`` or ``killed by SIGSEGV`` for a worker's exit code."""
+    if code is not None and code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+def _die_with_parent() -> None:
+    """Linux: the kernel sends SIGKILL to this worker when the runner dies, even by kill -9, so
+    no worker outlives it (elsewhere the closed pipe ends an idle worker)."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() == 1:  # the runner died before prctl took effect
+            os._exit(1)
+
+
+def _limit_memory(megabytes: float | None) -> None:
+    """Cap this worker's address space at ``megabytes`` (soft limit; None lifts the cap)."""
+    import resource
+
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    soft = hard if megabytes is None else int(megabytes * 1024 * 1024)
+    resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
 def _child_main(conn: Connection, plugin_modules: tuple[str, ...]) -> None:
+    _die_with_parent()
     try:
         host = host_for(plugin_modules)
     except Exception as exc:
@@ -156,4 +192,7 @@ def _child_main(conn: Connection, plugin_modules: tuple[str, ...]) -> None:
         trial = conn.recv()
         if trial is None:
             return
-        conn.send(run_trial(trial, host, LocalExecutor.name))
+        _limit_memory(trial.memory_limit_mb)
+        rows = run_trial(trial, host, LocalExecutor.name)
+        _limit_memory(None)
+        conn.send(rows)

@@ -106,7 +106,122 @@ class CrashingAttack:
         yield
 
 
+class ExitingAttack:
+    """Calls ``sys.exit(3)`` (a SystemExit, which is not an Exception)."""
+
+    name = "fault-exit"
+    needs_budget = False
+
+    def poison(self, scenario):
+        import sys
+
+        sys.exit(3)
+        yield
+
+
+class SegfaultAttack:
+    """Sends itself SIGSEGV (a crash in C code). Only in a worker process."""
+
+    name = "fault-segfault"
+    needs_budget = False
+
+    def poison(self, scenario):
+        import os
+        import signal
+
+        os.kill(os.getpid(), signal.SIGSEGV)
+        yield
+
+
+class MemoryHogAttack:
+    """Asks for 64 GiB at once (run it under a memory limit)."""
+
+    name = "fault-hog"
+    needs_budget = False
+
+    def poison(self, scenario):
+        hog = np.ones(8 * 1024**3)
+        yield PoisonBatch(hog[: scenario.dataset.n_features][None, :] * 0, np.ones(1))
+
+
+class TamperingAttack:
+    """Unlocks the dataset's arrays and flips every test label, then poisons honestly."""
+
+    name = "fault-tamper"
+    needs_budget = False
+
+    def poison(self, scenario):
+        ds = scenario.dataset
+        ds.y_test.setflags(write=True)
+        ds.y_test[:] = -ds.y_test
+        yield PoisonBatch(ds.X_train[:1], -ds.y_train[:1])
+
+
+class WideningAttack:
+    """Widens the feasible box to 1e6 and puts a poison there."""
+
+    name = "fault-widen"
+    needs_budget = False
+
+    def poison(self, scenario):
+        fs = scenario.dataset.feasible
+        fs.hi.setflags(write=True)
+        fs.hi[:] = 1e6
+        yield PoisonBatch(np.full((1, fs.n_features), 1e6), np.ones(1))
+
+
+class _LyingModel:
+    def __init__(self, model, labels):
+        self.model, self.labels = model, labels
+
+    def decision_function(self, X):
+        return self.model.decision_function(X)
+
+    def predict(self, X):
+        return self.model.predict(X) if self.labels == "honest" else np.full(len(X), np.nan)
+
+    def accuracy(self, X, y):
+        return 7.5
+
+
+class LyingLearner:
+    """The toy ridge learner whose models claim accuracy 7.5; with ``labels="nan"`` they also
+    predict NaN."""
+
+    name = "fault-liar"
+
+    def __init__(self, labels: str = "honest"):
+        from plugins_for_tests.toy import RidgeLearner
+
+        self.inner, self.labels = RidgeLearner(), labels
+
+    def fit(self, X, y, sample_weight=None, warm_start=None):
+        return _LyingModel(self.inner.fit(X, y, sample_weight), self.labels)
+
+    def loss(self, model, X, y):
+        return self.inner.loss(model.model, X, y)
+
+    def objective(self, model, X, y, sample_weight=None):
+        return self.inner.objective(model.model, X, y, sample_weight)
+
+
 @hookimpl
 def register_attacks(register):
-    for attack in (RaisingAttack, HangingAttack, NaNAttack, BadOutputAttack, CrashingAttack):
+    for attack in (
+        RaisingAttack,
+        HangingAttack,
+        NaNAttack,
+        BadOutputAttack,
+        CrashingAttack,
+        ExitingAttack,
+        SegfaultAttack,
+        MemoryHogAttack,
+        TamperingAttack,
+        WideningAttack,
+    ):
         register(attack)
+
+
+@hookimpl
+def register_learners(register):
+    register(LyingLearner)
