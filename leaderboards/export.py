@@ -63,14 +63,14 @@ def render(rows: Sequence[dict[str, Any]], columns: Sequence[Column], fmt: str) 
         records = [_machine_record(r, columns) for r in rows]
         writer = csv.DictWriter(buf, fieldnames=_machine_headers(columns), lineterminator="\n")
         writer.writeheader()
-        writer.writerows({k: "" if v is None else v for k, v in rec.items()} for rec in records)
+        writer.writerows({k: "" if v is None else _csv_safe(v) for k, v in rec.items()} for rec in records)
         return buf.getvalue()
     header = [c[0] for c in columns]
     body = [[_cell(r, c) for c in columns] for r in rows]
     if fmt == "text":
         return text_table(header, body) + "\n"
     if fmt == "md":
-        esc = [[x.replace("|", "\\|") for x in row] for row in [header, *body]]
+        esc = [[_md_safe(x) for x in row] for row in [header, *body]]
         lines = ["| " + " | ".join(esc[0]) + " |", "|" + "|".join("---" for _ in header) + "|"]
         return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in esc[1:]]) + "\n"
     if fmt == "html":
@@ -78,6 +78,20 @@ def render(rows: Sequence[dict[str, Any]], columns: Sequence[Column], fmt: str) 
         trs = "\n".join("<tr>" + "".join(f"<td>{html.escape(x)}</td>" for x in row) + "</tr>" for row in body)
         return f'<table class="poisonbench-leaderboard">\n<thead><tr>{head}</tr></thead>\n<tbody>\n{trs}\n</tbody>\n</table>\n'
     raise ValueError(f"format {fmt!r}: expected one of {', '.join(FORMATS)}")
+
+
+def _csv_safe(value: Any) -> Any:
+    """A text cell that a spreadsheet would run as a formula (``=``, ``+``, ``-``, ``@``, tab,
+    CR) gets a leading apostrophe (OWASP's CSV-injection rule); numbers pass unchanged."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+def _md_safe(text: str) -> str:
+    """A Markdown table cell: HTML escaped (no raw tags such as ``<script>``), pipes escaped,
+    line breaks as spaces."""
+    return html.escape(" ".join(text.split()), quote=False).replace("|", "\\|")
 
 
 def text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

@@ -257,3 +257,15 @@ def test_sigterm_stops_the_run_and_its_trial_worker(tmp_path):
     time.sleep(0.5)
     alive = [pid for pid in children if subprocess.run(["kill", "-0", str(pid)], capture_output=True).returncode == 0]
     assert not alive, f"trial worker(s) {alive} outlived the run"
+
+
+@pytest.mark.parametrize("problem", ["store is a file", "name too long"])
+def test_operating_system_errors_are_one_line(tmp_path, capsys, problem):
+    path = campaign_file(tmp_path, "c", '[[attacks]]\nname = "toy-flip"\n', 'isolation = "none"')
+    if problem == "name too long":
+        path.write_text(path.read_text().replace('name = "c"', 'name = "' + "n" * 300 + '"'))
+    store = tmp_path / "store"
+    if problem == "store is a file":
+        store.write_text("not a folder")
+    code, _, err = cli(capsys, "run", str(path), "--store", str(store))
+    assert code == 2 and err.startswith("Error: ") and err.count("\n") == 1, err

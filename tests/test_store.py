@@ -201,3 +201,15 @@ def test_leaderboard_means_standard_errors_ranks_and_failures():
     assert row["diff"] == pytest.approx(-0.25) and row["diff_se"] == pytest.approx((0.1**2 + 0.05**2) ** 0.5)
     with pytest.raises(ValueError, match="budget 7.*budgets in the store: 10"):
         leaderboard(table, budgets=["7"])
+
+
+def test_exports_are_escaped_for_their_format():
+    from poisonbench.leaderboards.export import render
+
+    rows = [{"attack_label": "<script>alert(1)</script>|x", "n_poisons": 3}, {"attack_label": '=HYPERLINK("x")'}]
+    columns = [("attack", "attack_label", None), ("n_poisons", "n_poisons", None)]
+    md = render(rows, columns, "md")
+    assert "<script>" not in md and "&lt;script&gt;" in md and "\\|x" in md
+    csv_text = render(rows, columns, "csv")
+    assert "'=HYPERLINK" in csv_text and "\n=HYPERLINK" not in csv_text
+    assert "<script>" not in render(rows, columns, "html")

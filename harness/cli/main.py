@@ -18,7 +18,7 @@ from poisonbench.host import PluginError
 from poisonbench.registry import UnknownNameError
 from poisonbench.version import __version__
 
-USER_ERRORS = (UnknownNameError, PluginError, ValueError, TypeError, FileNotFoundError)
+USER_ERRORS = (UnknownNameError, PluginError, ValueError, TypeError, OSError)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -44,6 +44,10 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(130)
+    except click.UsageError as exc:  # one line, with the hint where to look, not the usage block
+        command = exc.ctx.command_path if exc.ctx is not None else "poisonbench"
+        click.echo(f"Error: {exc.format_message()} (see '{command} --help')", err=True)
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
