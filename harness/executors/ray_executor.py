@@ -100,62 +100,12 @@ class RayExecutor:
         ray = self._init()
         capacity = ray.cluster_resources()
         check_resources(trials, capacity, self.address)
-        task = ray.remote(_ray_trial)
-        queue = list(trials)
-        in_flight: dict[Any, _Flight] = {}  # streaming generator -> its trial
-        used = {"CPU": 0.0, "GPU": 0.0}
-        while queue or in_flight:
-            while queue and (not in_flight or _fits(queue[0], used, capacity)):
-                trial = queue.pop(0)
-                if on_start is not None:
-                    on_start(trial)
-                gen = task.options(
-                    num_returns="streaming",
-                    num_cpus=trial.num_cpus,
-                    num_gpus=trial.num_gpus,
-                    max_retries=trial.max_retries,
-                    retry_exceptions=False,
-                ).remote(trial, self.plugin_modules)
-                in_flight[gen] = _Flight(trial, utcnow())
-                used["CPU"] += trial.num_cpus
-                used["GPU"] += trial.num_gpus
-            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=_wait_seconds(in_flight.values()))
-            done: list[tuple[Any, list[dict[str, Any]]]] = []
-            for gen in ready:
-                flight = in_flight[gen]
-                try:
-                    kind, value = ray.get(next(gen))
-                except Exception as exc:  # the worker died after its retries, or a harness bug
-                    kind, value = (
-                        "rows",
-                        failure_rows(
-                            flight.trial,
-                            f"ray: {type(exc).__name__}: {_first_line(exc)}",
-                            self.name,
-                            flight.started_at,
-                            None if flight.started is None else time.monotonic() - flight.started,
-                        ),
-                    )
-                if kind == "started":
-                    flight.started = time.monotonic()
-                else:
-                    done.append((gen, value))
-            now = time.monotonic()
-            for gen, flight in in_flight.items():
-                timeout = flight.trial.timeout
-                if timeout is not None and flight.started is not None and now - flight.started > timeout:
-                    ray.cancel(gen, force=True)
-                    error = (
-                        f"timeout: trial did not finish within {timeout:g} s and was cancelled (ray.cancel force=True)"
-                    )
-                    done.append(
-                        (gen, failure_rows(flight.trial, error, self.name, flight.started_at, now - flight.started))
-                    )
-            for gen, rows in done:
-                trial = in_flight.pop(gen).trial
-                used["CPU"] -= trial.num_cpus
-                used["GPU"] -= trial.num_gpus
-                yield TrialOutcome(trial, rows)
+        scheduler = _Scheduler(ray, ray.remote(_ray_trial), trials, capacity, self.plugin_modules, on_start)
+        while scheduler.busy:
+            scheduler.submit()
+            ready, _ = ray.wait(list(scheduler.in_flight), num_returns=1, timeout=scheduler.wait_seconds())
+            finished = scheduler.collect(ready) + scheduler.expired()
+            yield from scheduler.release(finished)
 
     def close(self) -> None:
         if self._started_ray:
@@ -163,6 +113,100 @@ class RayExecutor:
 
             ray.shutdown()
             self._started_ray = False
+
+
+class _Scheduler:
+    """The state of one Ray run: trials queued and in flight, and the resources they hold.
+
+    One round: :meth:`submit` what fits, wait for a report, :meth:`collect` the reports
+    (``started`` starts a trial's clock; rows finish it), cancel the trials past their timeout
+    (:meth:`expired`), and :meth:`release` the finished ones as outcomes."""
+
+    def __init__(
+        self,
+        ray: Any,
+        task: Any,
+        trials: Sequence[Trial],
+        capacity: dict[str, float],
+        plugin_modules: tuple[str, ...],
+        on_start: OnStart | None,
+    ) -> None:
+        self.ray, self.task, self.capacity = ray, task, capacity
+        self.plugin_modules, self.on_start = plugin_modules, on_start
+        self.queue = list(trials)
+        self.in_flight: dict[Any, _Flight] = {}  # streaming generator -> its trial
+        self.used = {"CPU": 0.0, "GPU": 0.0}
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.queue or self.in_flight)
+
+    def submit(self) -> None:
+        """Start queued trials while they fit in the cluster (at least one when none runs)."""
+        while self.queue and (not self.in_flight or _fits(self.queue[0], self.used, self.capacity)):
+            trial = self.queue.pop(0)
+            if self.on_start is not None:
+                self.on_start(trial)
+            gen = self.task.options(
+                num_returns="streaming",
+                num_cpus=trial.num_cpus,
+                num_gpus=trial.num_gpus,
+                max_retries=trial.max_retries,
+                retry_exceptions=False,
+            ).remote(trial, self.plugin_modules)
+            self.in_flight[gen] = _Flight(trial, utcnow())
+            self.used["CPU"] += trial.num_cpus
+            self.used["GPU"] += trial.num_gpus
+
+    def wait_seconds(self) -> float:
+        return _wait_seconds(self.in_flight.values())
+
+    def collect(self, ready: list[Any]) -> list[tuple[Any, list[dict[str, Any]]]]:
+        """Read one report of each ready task; return the finished ``(task, rows)``."""
+        done = []
+        for gen in ready:
+            flight = self.in_flight[gen]
+            try:
+                kind, value = self.ray.get(next(gen))
+            except Exception as exc:  # the worker died after its retries, or a harness bug
+                elapsed = None if flight.started is None else time.monotonic() - flight.started
+                kind = "rows"
+                value = failure_rows(
+                    flight.trial,
+                    f"ray: {type(exc).__name__}: {_first_line(exc)}",
+                    RayExecutor.name,
+                    flight.started_at,
+                    elapsed,
+                )
+            if kind == "started":
+                flight.started = time.monotonic()
+            else:
+                done.append((gen, value))
+        return done
+
+    def expired(self) -> list[tuple[Any, list[dict[str, Any]]]]:
+        """Cancel (force: the worker is killed) every started trial past its timeout."""
+        now = time.monotonic()
+        done = []
+        for gen, flight in self.in_flight.items():
+            timeout = flight.trial.timeout
+            if timeout is not None and flight.started is not None and now - flight.started > timeout:
+                self.ray.cancel(gen, force=True)
+                error = f"timeout: trial did not finish within {timeout:g} s and was cancelled (ray.cancel force=True)"
+                done.append(
+                    (gen, failure_rows(flight.trial, error, RayExecutor.name, flight.started_at, now - flight.started))
+                )
+        return done
+
+    def release(self, finished: list[tuple[Any, list[dict[str, Any]]]]) -> Iterator[TrialOutcome]:
+        """Free the resources of the finished trials and yield their outcomes."""
+        for gen, rows in finished:
+            if gen not in self.in_flight:  # finished and expired in the same round: report once
+                continue
+            trial = self.in_flight.pop(gen).trial
+            self.used["CPU"] -= trial.num_cpus
+            self.used["GPU"] -= trial.num_gpus
+            yield TrialOutcome(trial, rows)
 
 
 def check_resources(trials: Sequence[Trial], capacity: dict[str, float], address: str | None = None) -> None:
