@@ -281,22 +281,21 @@ def solve_svm(
             else:
                 _checked_sqnorms(X, sqn, rows[alpha[rows] > 0])
                 w = _combine_rows(X, alpha * y, rows)
+    problem = _Dual(X, y, ub, sqn, rows, tol, max_iter, seed)
     if regularise_bias:
-        w, b, alpha, g, w_alpha, stats = _solve_regularised(
-            X, y, ub, alpha, w, sqn, rows, active, tol, max_iter, seed, shrink
-        )
+        res = _solve_regularised(problem, alpha, w, active, shrink)
     else:
         _checked_sqnorms(X, sqn, np.arange(n))
-        w, b, alpha, g, stats = _solve_free_bias(X, y, ub, alpha, sqn, rows, tol, max_iter, seed, shrink, b0)
-        w_alpha = w
-    primal, gap, epochs, rounds = stats
+        res = _solve_free_bias(problem, alpha, shrink, b0)
+    w, b, alpha, g, w_alpha = res.w, res.b, res.alpha, res.g, res.w_alpha
+    primal, gap = res.primal, res.gap
     info = {
         "solver": "dual-cd",
         "objective": C_R * primal,
         "duality_gap": C_R * gap,
         "relative_gap": gap / primal if primal > 0 else 0.0,
-        "iterations": epochs,
-        "rounds": rounds,
+        "iterations": res.epochs,
+        "rounds": res.rounds,
         "converged": bool(gap <= tol * primal),
         "tol": tol,
     }
@@ -431,7 +430,42 @@ def _check_finite(X: np.ndarray) -> None:
     check_matrix(X, "X")
 
 
-def _solve_regularised(X, y, ub, alpha, w, sqn, rows, active, tol, max_iter, seed, shrink):
+@dataclass(frozen=True)
+class _Dual:
+    """One SVM dual in the solver's units: rows ``X``, labels ``y``, box ``0 ≤ α ≤ ub``, the
+    squared row norms ``sqn`` (NaN where not yet computed), the rows with positive weight, the
+    relative-gap target ``tol``, the pass limit and the seed of the coordinate order."""
+
+    X: np.ndarray
+    y: np.ndarray
+    ub: np.ndarray
+    sqn: np.ndarray
+    rows: np.ndarray
+    tol: float
+    max_iter: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class _DualSolution:
+    """The end of a solve: weights ``w`` and bias ``b`` of the primal iterate, the dual ``alpha``,
+    the dual gradient ``g = y f(x) − 1``, the weights ``w(α)`` of α, and the certificate."""
+
+    w: np.ndarray
+    b: float
+    alpha: np.ndarray
+    g: np.ndarray
+    w_alpha: np.ndarray
+    primal: float
+    gap: float
+    epochs: int
+    rounds: int
+
+
+def _solve_regularised(p: _Dual, alpha: np.ndarray, w: np.ndarray, active: np.ndarray, shrink: float) -> _DualSolution:
+    """Bias regularised (folded into w as a constant feature): rounds of coordinate descent on
+    ``active`` with a free-set Newton step, each ending with a certificate pass over all rows."""
+    X, y, ub, sqn, rows, tol, max_iter, seed = p.X, p.y, p.ub, p.sqn, p.rows, p.tol, p.max_iter, p.seed
     n = X.shape[0]
     bias = np.array([float(alpha @ y)])
     margins = np.empty(n)
@@ -473,7 +507,7 @@ def _solve_regularised(X, y, ub, alpha, w, sqn, rows, active, tol, max_iter, see
         dual = float(alpha.sum()) - 0.5 * (w_alpha @ w_alpha + b_alpha * b_alpha)
         gap = max(primal - dual, 0.0)
         if gap <= tol * primal or epochs >= max_iter or (eps == _EPS_FLOOR and gap >= best):
-            return w, b, alpha, g, w_alpha, (primal, gap, epochs, rounds)
+            return _DualSolution(w, b, alpha, g, w_alpha, primal, gap, epochs, rounds)
         if _max_violation(g, alpha, ub, rows) <= eps:
             best = min(best, gap)
             eps = _next_eps(eps, gap, tol * primal)
@@ -489,7 +523,11 @@ def _gap_terms(g: np.ndarray, alpha: np.ndarray, ub: np.ndarray, rows: np.ndarra
     return float(ub[rows] @ np.maximum(0.0, -gr) + a @ gr)
 
 
-def _solve_free_bias(X, y, ub, alpha, sqn, rows, tol, max_iter, seed, shrink, b0):
+def _solve_free_bias(p: _Dual, alpha: np.ndarray, shrink: float, b0: float) -> _DualSolution:
+    """Free bias (the dual has ``Σ α_i y_i = 0``): proximal coordinate descent on the bias,
+    centred at ``b0``; the certificate projects α onto the balanced set
+    (:func:`_project_balanced`) and takes the exact best bias (:func:`best_bias`)."""
+    X, y, ub, sqn, rows, tol, max_iter, seed = p.X, p.y, p.ub, p.sqn, p.rows, p.tol, p.max_iter, p.seed
     rho = max(float(sqn[rows].mean()), 1e-12)
     qd = sqn + rho
     centre = b0
@@ -521,7 +559,7 @@ def _solve_free_bias(X, y, ub, alpha, sqn, rows, tol, max_iter, seed, shrink, b0
         gap = max(primal - dual, 0.0)
         g = y * (margins + b) - 1.0
         if gap <= tol * primal or epochs >= max_iter or (eps == _EPS_FLOOR and gap >= best):
-            return w, b, alpha, g, (primal, gap, epochs, rounds)
+            return _DualSolution(w, b, alpha, g, w, primal, gap, epochs, rounds)
         g = y * (margins + bias[0]) - 1.0
         if _max_violation(g, alpha, ub, rows) <= eps:
             best = min(best, gap)
