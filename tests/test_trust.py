@@ -224,3 +224,13 @@ def test_a_trial_whose_fit_is_not_certified_fails_naming_the_learner_and_the_gap
     assert {r["status"] for r in rows} == {"failed"}
     assert "learner 'svm' (defence 'none', 0 poisons): the fit did not reach its tolerance" in rows[-1]["error"]
     assert "relative gap" in rows[-1]["error"]
+
+
+@pytest.mark.parametrize("C_R", [1e-4, 1e-2, 1.0])
+@pytest.mark.parametrize("regularise_bias", [True, False])
+def test_logistic_certifies_on_raw_unscaled_breast_cancer(breast_cancer, C_R, regularise_bias):
+    from poisonbench.plugins.learners.linear import LogisticRegression
+
+    X, y = breast_cancer
+    model = LogisticRegression(C_R=C_R, regularise_bias=regularise_bias).fit(X, y)
+    assert model.info["converged"] and model.info["grad_norm"] <= 1e-10
