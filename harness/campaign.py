@@ -48,6 +48,10 @@ DEFAULT_TIMEOUT = 7200.0
 #: ``process``: each trial in a worker process (a hang, exit or crash is one failed row);
 #: ``none``: in the runner's own process (debugging; no timeout or memory limit can be enforced).
 ISOLATION = ("process", "none")
+#: The most trials one campaign may expand to (a larger grid is refused before anything runs).
+MAX_TRIALS = 100_000
+#: A budget may ask for at most this many times the training set in poisons.
+MAX_BUDGET_FACTOR = 100
 
 
 class CampaignError(ValueError):
@@ -201,9 +205,25 @@ class Campaign:
             hashes.append((key, content_hash(path)))
         return dataclasses.replace(spec, data=tuple(hashes)) if hashes else spec
 
+    def size(self, registry: Registry) -> int:
+        """The number of trials the grid expands to (before deduplication), without expanding it."""
+        per_seed = 0
+        for attack in self.components["attacks"]:
+            needs_budget = bool(getattr(registry.get("attacks", attack.name).factory, "needs_budget", False))
+            per_seed += len(self.budgets) if needs_budget else 1
+        subpops = sum(len(d.subpopulations) for d in self.components["datasets"])
+        others = len(self.components["learners"]) * len(self.components["defences"])
+        return per_seed * subpops * others * len(self.seeds)
+
     def trials(self, registry: Registry) -> list[Trial]:
         """Validate, then expand into trials (deduplicated by trial id, in file order)."""
         self.validate(registry)
+        size = self.size(registry)
+        if size > MAX_TRIALS:
+            raise CampaignError(
+                f"{self.path}: the grid expands to {size:,} trials, more than the limit of {MAX_TRIALS:,}; "
+                f"split the campaign into several files"
+            )
         out: dict[str, Trial] = {}
         order = ("datasets", "learners", "defences", "attacks")
         components = {
@@ -246,10 +266,15 @@ def budget_spec(budget: int | float) -> str:
 
 
 def resolve_budget(budget: int | float, n_train: int) -> int:
-    """Poisons for a budget: an int is absolute, a float in (0, 1] a fraction of ``n_train`` (rounded)."""
-    if isinstance(budget, int):
-        return budget
-    return int(math.floor(budget * n_train + 0.5))
+    """Poisons for a budget: an int is absolute, a float in (0, 1] a fraction of ``n_train``
+    (rounded). ``ValueError`` past :data:`MAX_BUDGET_FACTOR` × ``n_train`` poisons."""
+    poisons = budget if isinstance(budget, int) else int(math.floor(budget * n_train + 0.5))
+    if poisons > MAX_BUDGET_FACTOR * n_train:
+        raise ValueError(
+            f"budget {budget_spec(budget)}: {poisons:,} poisons is more than {MAX_BUDGET_FACTOR}× the "
+            f"{n_train:,} training points; lower the budget"
+        )
+    return poisons
 
 
 def load_campaign(path: str | Path) -> Campaign:

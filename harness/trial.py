@@ -219,6 +219,7 @@ class _TrialRun:
         learner = self._create("learner")
         defence = self._create("defence")
         attack = self._create("attack")
+        self.stage = ("budgets", "")
         resolved = sorted(((resolve_budget(b, ds.n_train), i, b) for i, b in enumerate(t.budgets)))
         self.pending = [(i, b, n) for i, (n, _, b) in enumerate(resolved)]
         self.stage = ("scenario", "")

@@ -308,3 +308,36 @@ def test_isolation_defaults_to_a_worker_process_and_in_process_refuses_limits():
         parse_campaign({**base, "isolation": "none", "timeout": 5})
     with pytest.raises(CampaignError, match="isolation: expected one of 'process', 'none', got 'thread'"):
         parse_campaign({**base, "isolation": "thread"})
+
+
+def test_a_huge_grid_is_refused_with_its_size_before_expansion(host, monkeypatch):
+    import poisonbench.campaign
+
+    def no_trials(*args, **kwargs):
+        raise AssertionError("the grid was expanded")
+
+    monkeypatch.setattr(poisonbench.campaign, "Trial", no_trials)
+    raw = {
+        "budgets": [5],
+        "seeds": list(range(1000)),
+        "datasets": [{"name": "tiny"}],
+        "learners": [{"name": "toy-ridge", "grid": {"C_R": [0.01 * (k + 1) for k in range(1000)]}}],
+        "attacks": [{"name": "toy-flip"}],
+    }
+    with pytest.raises(CampaignError, match="expands to 1,000,000 trials, more than the limit of 100,000"):
+        parse_campaign(raw).trials(host.registry)
+
+
+def test_a_budget_far_past_the_training_set_fails_the_trial_with_one_line(host):
+    from poisonbench.trial import run_trial
+
+    raw = {
+        "budgets": [10**12],
+        "datasets": [{"name": "tiny"}],
+        "learners": [{"name": "toy-ridge"}],
+        "attacks": [{"name": "toy-flip"}],
+    }
+    (trial,) = parse_campaign(raw).trials(host.registry)
+    rows = run_trial(trial, host)
+    assert rows[-1]["status"] == "failed"
+    assert rows[-1]["error"].startswith("budgets: ValueError: budget 1000000000000: 1,000,000,000,000 poisons")
