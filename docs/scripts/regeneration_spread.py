@@ -3,8 +3,9 @@
 Every cell of ``tests/test_reproduction.py`` is re-run unperturbed and then with every feature
 multiplied by ``1 + rel·N(0, 1)`` (``rel = 1e-12``, the size of a BLAS build's rounding
 differences) under several noise seeds; the largest deviation of each quantity from the
-unperturbed run is written to ``results/regeneration-spread.json`` (accuracies absolute, the
-rest relative). The regeneration tests then compare within twice that spread.
+unperturbed run is merged into ``results/regeneration-spread.json`` (accuracies absolute, the
+rest relative; a cell measured again keeps the larger deviation). The regeneration tests then
+compare within twice that spread.
 
     python docs/scripts/regeneration_spread.py [--seeds 1 2 3 4 5] [--rel 1e-12]
 """
@@ -50,13 +51,19 @@ def main() -> None:
         cells[name] = spread
         shown = ", ".join(f"{k} {v:.2g}" for k, v in spread.items() if v)
         print(f"{name:32} {time.perf_counter() - t0:6.1f} s  {shown or 'no deviation'}", flush=True)
-    out = {
-        "command": "python docs/scripts/regeneration_spread.py " + " ".join(sys.argv[1:]),
-        "rel": args.rel,
-        "seeds": args.seeds,
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-        "cells": cells,
-    }
+    out = json.loads(SPREAD_FILE.read_text(encoding="utf-8")) if SPREAD_FILE.is_file() else {"cells": {}}
+    out.setdefault("runs", []).append(
+        {
+            "command": "python docs/scripts/regeneration_spread.py " + " ".join(sys.argv[1:]),
+            "rel": args.rel,
+            "seeds": args.seeds,
+            "cells": sorted(cells),
+            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        }
+    )
+    for name, spread in cells.items():  # a cell measured again keeps the larger deviation
+        old = out["cells"].get(name, {})
+        out["cells"][name] = {k: max(v, old.get(k, 0.0)) for k, v in spread.items()}
     SPREAD_FILE.write_text(json.dumps(out, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     print(f"wrote {SPREAD_FILE}")
 
