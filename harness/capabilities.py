@@ -116,9 +116,11 @@ def missing(component: Any, protocol: type) -> tuple[str, ...]:
 
 def has(component: Any, protocol: type) -> bool:
     """Whether ``component`` implements ``protocol`` (every member present, a valid loss kind)."""
-    if missing(component, protocol):
+    try:
+        require(component, protocol, "")
+    except CapabilityError:
         return False
-    return protocol is not LinearModelLearner or getattr(component, "loss_kind", None) in LOSS_KINDS
+    return True
 
 
 def require(component: Any, protocol: type, who: str, loss_kinds: tuple[str, ...] = LOSS_KINDS) -> Any:

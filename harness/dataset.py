@@ -8,6 +8,7 @@ Construction validates everything once; downstream code can trust the arrays.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -139,6 +140,25 @@ class Dataset:
     @property
     def n_train(self) -> int:
         return int(self.X_train.shape[0])
+
+    def digest(self) -> str:
+        """SHA-256 of every array: splits, labels, the feasible box and its integer mask (what an
+        attack must leave unchanged; the harness and the contract checks compare it)."""
+        h = hashlib.sha256()
+        arrays = (
+            self.X_train,
+            self.y_train,
+            self.X_test,
+            self.y_test,
+            self.X_val,
+            self.y_val,
+            self.feasible.lo,
+            self.feasible.hi,
+            self.feasible.integer,
+        )
+        for arr in arrays:
+            h.update(b"-" if arr is None else np.ascontiguousarray(arr).tobytes())
+        return h.hexdigest()
 
     def subpopulation(self, name: str) -> Subpopulation:
         """The subpopulation called ``name``; ``KeyError`` listing the valid names otherwise."""

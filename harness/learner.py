@@ -82,14 +82,23 @@ class UncertifiedFitError(ValueError):
     """A fit stopped short of its certified tolerance; its model is not the optimum."""
 
 
-def require_certified(model: Model, who: str) -> Model:
-    """Return ``model`` if its fit reached its stated tolerance (``info["converged"]`` is not
-    False); else raise :class:`UncertifiedFitError` naming ``who``, the gap reached and what to
-    do. Never pass an uncertified model on as an optimum."""
+def fit_certificate(model: Any) -> tuple[float | None, bool | None]:
+    """``(gap, converged)`` as a model's fit reports them: the SVM's relative duality gap, else
+    a gradient norm; None for what a learner does not report."""
     info = model.info if isinstance(getattr(model, "info", None), dict) else {}
-    if info.get("converged", True) is not False:
-        return model
     gap = info.get("relative_gap", info.get("grad_norm"))
+    converged = info.get("converged")
+    return (None if gap is None else float(gap)), (None if converged is None else bool(converged))
+
+
+def require_certified(model: Model, who: str) -> Model:
+    """Return ``model`` unless its fit reports ``converged = False``; then raise
+    :class:`UncertifiedFitError` naming ``who``, the gap reached and what to do. Never pass an
+    uncertified model on as an optimum."""
+    gap, converged = fit_certificate(model)
+    if converged is not False:
+        return model
+    info = model.info
     reached = (
         f" (reached {'relative gap' if 'relative_gap' in info else 'gradient norm'} {gap:.3g})"
         if gap is not None

@@ -13,7 +13,6 @@ the trial's rows ``status = "failed"`` with an error naming the component. Never
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import time
 import traceback
 from collections.abc import Iterator, Sequence
@@ -27,7 +26,8 @@ from poisonbench.code_identity import code_hash
 from poisonbench.data_identity import resolved
 from poisonbench.dataset import Dataset, FeasibleSet
 from poisonbench.host import PluginHost, load_host
-from poisonbench.learner import require_certified
+from poisonbench.learner import fit_certificate, require_certified
+from poisonbench.registry import Component
 from poisonbench.results import DIAGNOSTIC_COLUMNS, finite_or_none, jsonable, provenance, to_json, utcnow
 
 COMPONENT_KINDS = ("dataset", "learner", "defence", "attack")
@@ -82,7 +82,7 @@ def base_row(trial: Trial, executor: str) -> dict[str, Any]:
         "target": _target(trial.attack.params),
         **provenance(executor),
     }
-    for kind in ("dataset", "learner", "defence", "attack"):
+    for kind in COMPONENT_KINDS:
         spec = getattr(trial, kind)
         row[kind] = spec.name
         row[f"{kind}_params"] = to_json(spec.params)
@@ -90,35 +90,44 @@ def base_row(trial: Trial, executor: str) -> dict[str, Any]:
     return row
 
 
+def _components(host: PluginHost, **names: str) -> dict[str, Component | None]:
+    """The registered component of each ``kind=name`` (None where none is registered)."""
+    out: dict[str, Component | None] = {}
+    for kind, name in names.items():
+        try:
+            out[kind] = host.registry.get(kind + "s", name)
+        except LookupError:
+            out[kind] = None
+    return out
+
+
+def _trial_components(trial: Trial, host: PluginHost) -> dict[str, Component | None]:
+    return _components(host, **{kind: getattr(trial, kind).name for kind in COMPONENT_KINDS})
+
+
 def _plugin_versions(trial: Trial, host: PluginHost) -> dict[str, str]:
     """``{"attack": "<plugin module> <version>", …}`` for the trial's four components."""
-    out = {}
-    for kind in ("dataset", "learner", "defence", "attack"):
-        try:
-            component = host.registry.get(kind + "s", getattr(trial, kind).name)
-        except LookupError:
-            out[kind] = "unknown"
-            continue
-        out[kind] = f"{component.plugin} {component.version}"
-    return out
+    return {
+        kind: "unknown" if c is None else f"{c.plugin} {c.version}"
+        for kind, c in _trial_components(trial, host).items()
+    }
 
 
 def component_code_hash(trial: Trial, host: PluginHost) -> str | None:
     """:func:`poisonbench.code_identity.code_hash` of the modules defining the trial's components."""
-    return components_code_hash(host, **{kind: getattr(trial, kind).name for kind in COMPONENT_KINDS})
+    return _code_hash_of(_trial_components(trial, host))
 
 
 def components_code_hash(host: PluginHost, **names: str) -> str | None:
     """The code hash of the components named ``dataset=…, learner=…, defence=…, attack=…``
     (None when one is not registered)."""
-    modules = []
-    for kind, name in names.items():
-        try:
-            factory = host.registry.get(kind + "s", name).factory
-        except LookupError:
-            return None
-        modules.append(getattr(factory, "__module__", ""))
-    return code_hash(tuple(sorted(set(modules))))
+    return _code_hash_of(_components(host, **names))
+
+
+def _code_hash_of(components: dict[str, Component | None]) -> str | None:
+    if any(c is None for c in components.values()):
+        return None
+    return code_hash(tuple(sorted({getattr(c.factory, "__module__", "") for c in components.values() if c})))
 
 
 def private_copy(data: Dataset) -> Dataset:
@@ -130,25 +139,6 @@ def private_copy(data: Dataset) -> Dataset:
         for k, v in data.subpopulations.items()
     }
     return dataclasses.replace(data, feasible=feasible, subpopulations=subpops)
-
-
-def dataset_digest(data: Dataset) -> str:
-    """SHA-256 of every array of ``data`` (splits, labels, feasible box and integer mask)."""
-    h = hashlib.sha256()
-    arrays = [
-        data.X_train,
-        data.y_train,
-        data.X_test,
-        data.y_test,
-        data.X_val,
-        data.y_val,
-        data.feasible.lo,
-        data.feasible.hi,
-        data.feasible.integer,
-    ]
-    for arr in arrays:
-        h.update(b"-" if arr is None else np.ascontiguousarray(arr).tobytes())
-    return h.hexdigest()
 
 
 def measured_accuracy(model: Any, X: np.ndarray, y: np.ndarray, trial: Trial) -> float:
@@ -214,7 +204,7 @@ class _TrialRun:
                 f"dataset {t.dataset.name!r}: factory returned {type(ds).__name__}, expected poisonbench.dataset.Dataset"
             )
         self.dataset = private_copy(ds)  # what the harness measures with; plugins never see it
-        self.visible_digest = dataset_digest(ds)
+        self.visible_digest = ds.digest()
         self.base.update(n_train=ds.n_train)
         learner = self._create("learner")
         defence = self._create("defence")
@@ -318,7 +308,7 @@ class _TrialRun:
 
     def _evaluate(self, n: int) -> dict[str, Any]:
         ds = self.dataset
-        if dataset_digest(self.scenario.dataset) != self.visible_digest:
+        if self.scenario.dataset.digest() != self.visible_digest:
             raise ComponentError(
                 f"attack {self.trial.attack.name!r}: modified the scenario's dataset or feasible set "
                 f"(its arrays were unlocked and written); the rows of a tampering attack are not trusted"
@@ -338,7 +328,8 @@ class _TrialRun:
         require_certified(
             model, f"learner {self.trial.learner.name!r} (defence {self.trial.defence.name!r}, {n} poisons)"
         )
-        gap, converged = _fit_certificate(model)
+        gap, converged = fit_certificate(model)
+        gap = finite_or_none(gap)
         kept = getattr(fit, "kept", None)
         removed = None
         if kept is not None:
@@ -395,13 +386,10 @@ class _TrialRun:
         components' modules (a learner failing inside a defence's fit is the learner's error),
         else the stage the trial was in."""
         modules: dict[str, list[tuple[str, str]]] = {}
-        for kind in COMPONENT_KINDS:
-            spec = getattr(self.trial, kind)
-            try:
-                module = self.host.registry.get(kind + "s", spec.name).factory.__module__
-            except (LookupError, AttributeError):
-                continue
-            modules.setdefault(module, []).append((kind, spec.name))
+        for kind, component in _trial_components(self.trial, self.host).items():
+            module = getattr(component.factory, "__module__", None) if component is not None else None
+            if module is not None:
+                modules.setdefault(module, []).append((kind, getattr(self.trial, kind).name))
         for frame, _ in reversed(list(traceback.walk_tb(exc.__traceback__))):
             found = modules.get(frame.f_globals.get("__name__", ""))
             if found:
@@ -436,14 +424,3 @@ class _TrialRun:
                 "wall_seconds": time.perf_counter() - self.t0,
             }
         )
-
-
-def _fit_certificate(model: Any) -> tuple[float | None, bool | None]:
-    """``(gap, converged)`` a model's fit reports: the SVM's relative duality gap, else a gradient
-    norm; ``(None, None)`` for a learner that reports neither."""
-    info = getattr(model, "info", None)
-    if not isinstance(info, dict):
-        return None, None
-    gap = info.get("relative_gap", info.get("grad_norm"))
-    converged = info.get("converged")
-    return finite_or_none(gap), None if converged is None else bool(converged)

@@ -29,6 +29,7 @@ import pytest
 
 from poisonbench.campaign import ComponentSpec, load_campaign
 from poisonbench.leaderboards.store import Store
+from poisonbench.results import to_json
 from poisonbench.trial import components_code_hash, host_for, run_trial
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -126,7 +127,7 @@ def committed(campaign: str, row: dict) -> dict:
     dataset = config["params"]["inner"] if row["dataset"] == "perturbed" else row["dataset"]
     params = config["params"]["inner_params"] if row["dataset"] == "perturbed" else config["params"]
     mask = pc.and_(mask, pc.equal(table["dataset"], dataset))
-    mask = pc.and_(mask, pc.equal(table["dataset_params"], json.dumps(params, sort_keys=True, separators=(",", ":"))))
+    mask = pc.and_(mask, pc.equal(table["dataset_params"], to_json(params)))
     if row["subpopulation"] is not None:
         mask = pc.and_(mask, pc.equal(table["subpopulation"], row["subpopulation"]))
     matches = table.filter(mask).to_pylist()
