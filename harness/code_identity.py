@@ -2,7 +2,8 @@
 
 Each result row stores ``code_hash``, the SHA-256 of the source of its four components' modules
 and every module of the same plugin package they import, transitively (for the built-ins: the
-modules of ``poisonbench.plugins`` reached from the component's module). The source is hashed
+modules of ``poisonbench.plugins`` reached from the component's module; for a component the host
+defines itself, its module alone). The source is hashed
 as its syntax tree without docstrings, so reformatting, comments and documentation do not make
 a row stale, while any change to what the code does does. ``tests/test_reproduction.py`` fails
 when a committed row's hash differs from the current code's.
@@ -18,8 +19,16 @@ from pathlib import Path
 
 
 def _package_root(module: str) -> str:
-    """The package whose modules count as the component's code."""
-    return "poisonbench.plugins" if module.startswith("poisonbench.plugins") else module.split(".")[0]
+    """The package whose modules count as the component's code: ``poisonbench.plugins`` for a
+    built-in plugin, the top-level package of a third-party one, and the module alone for a
+    component the host itself defines (``none`` is ``poisonbench.defence.NoDefence``): the host's
+    core is not plugin code, and following its imports would make every row that uses such a
+    component stale at any change of the core."""
+    if module.startswith("poisonbench.plugins"):
+        return "poisonbench.plugins"
+    if module == "poisonbench" or module.startswith("poisonbench."):
+        return module
+    return module.split(".")[0]
 
 
 def _source_file(module: str) -> Path | None:
@@ -75,7 +84,7 @@ def code_hash(modules: tuple[str, ...]) -> str:
         tree = ast.parse(path.read_text(encoding="utf-8"))
         root = _package_root(name)
         for target in _imports(tree, name, path.name == "__init__.py"):
-            if target == root or target.startswith(root + "."):
+            if target != name and (target == root or target.startswith(root + ".")):
                 todo.append(target)
         seen[name] = _normalised(tree)
     h = hashlib.sha256()

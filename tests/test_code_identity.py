@@ -43,3 +43,14 @@ def test_a_change_in_an_imported_helper_counts(package):
 
 def test_builtin_components_hash_differently():
     assert fresh(("poisonbench.plugins.attacks.mtp",)) != fresh(("poisonbench.plugins.attacks.kkt",))
+
+
+def test_a_component_defined_by_the_host_hashes_its_own_module_only(monkeypatch):
+    """``none`` is poisonbench.defence.NoDefence: a change elsewhere in the core is not its code."""
+    import poisonbench.code_identity as ci
+
+    seen = []
+    real = ci._source_file
+    monkeypatch.setattr(ci, "_source_file", lambda name: seen.append(name) or real(name))
+    fresh(("poisonbench.defence",))
+    assert seen == ["poisonbench.defence"]
