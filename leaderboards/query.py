@@ -31,6 +31,8 @@ DISPLAY = {
     "budget_spec": "budget",
 }
 COMPARE_BY = {"attacks": "attack_label", "campaigns": "campaign"}
+#: The columns :func:`leaderboard` and :func:`compare` read (the store reads only these).
+COLUMNS = (*ENTRY, "kind", "status", "trial_id", "n_poisons", "budget", *METRICS)
 
 
 def checkpoints(table: pa.Table, budgets: Iterable[str] | None = None) -> pa.Table:

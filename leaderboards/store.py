@@ -1,32 +1,46 @@
-"""The leaderboard store: one directory per campaign, one Parquet file per finished trial.
+"""The leaderboard store: one directory per campaign, one Parquet file per finished trial,
+compacted into larger part files as the campaign grows.
 
 Layout (``docs/campaigns.md``)::
 
-    <root>/<campaign>/_campaign.json            resolved campaign + every trial's config (JSON)
-    <root>/<campaign>/trial-<trial_id>.parquet  the rows of one trial (schema: poisonbench.results)
+    <root>/<campaign>/_campaign.json                  the campaign file as parsed, and its hash (JSON)
+    <root>/<campaign>/trial-<trial_id>.parquet        the rows of one trial (schema: poisonbench.results)
+    <root>/<campaign>/part-<generation>-<hash>.parquet  the rows of many trials (after compaction)
 
 Each file is written to a hidden temporary file in the same directory, flushed, fsynced and
 renamed over its final name (``os.replace``, atomic on POSIX), so a killed run leaves either
 the whole file or none (``_campaign.json`` starts with ``_`` so that readers of the directory
-as a Parquet dataset, e.g. ``pandas.read_parquet(dir)``, skip it); a re-run of a trial replaces its file, so rows are never duplicated.
+as a Parquet dataset, e.g. ``pandas.read_parquet(dir)``, skip it); a re-run of a trial
+replaces its file, so rows are never duplicated.
+
+**Which rows count.** A trial's rows are those of its trial file when it has one, else those of
+the part file of the highest generation that holds it. :meth:`Store.compact` writes a part of
+the next generation holding every counted row and only then deletes the files it absorbed, so
+a compaction killed at any moment leaves the same counted rows (at worst some files that are
+already superseded). A trial file whose rows name another trial or campaign (a copy under
+another name) is skipped with a warning, so it is never counted twice.
+
 The schema version is in each file's metadata (``poisonbench.schema_version``). Files that
-are corrupt, foreign or from another schema version are reported with a
-:class:`StoreWarning` naming the file, and skipped. Nothing is ever pickled.
+are corrupt, foreign, of another schema version or of other column types are reported with a
+:class:`StoreWarning` naming the file, and skipped (never deleted). Nothing is ever pickled.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import re
 import warnings
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from poisonbench.results import ADDED_COLUMNS, SCHEMA, SCHEMA_VERSION, rows_to_table, to_json
@@ -34,6 +48,12 @@ from poisonbench.results import ADDED_COLUMNS, SCHEMA, SCHEMA_VERSION, rows_to_t
 SCHEMA_KEY = b"poisonbench.schema_version"
 CAMPAIGN_FILE = "_campaign.json"
 TRIAL_FILE = re.compile(r"^trial-([0-9a-f]{16})\.parquet$")
+PART_FILE = re.compile(r"^part-([0-9]{8})-([0-9a-f]{16})\.parquet$")
+#: A run compacts its campaign when it holds at least this many trial files (``run`` ends with
+#: :meth:`Store.compact`; ``poisonbench leaderboard compact`` does it on demand).
+COMPACT_AT = 256
+#: Rows per Parquet row group in a part file.
+PART_ROW_GROUP = 65_536
 TEMP_FILE = re.compile(r"^\..+\.tmp$")
 LOCK_FILE = ".lock"
 DEFAULT_STORE = "poisonbench-store"
@@ -58,14 +78,19 @@ class Store:
         return self.campaign_dir(campaign) / f"trial-{trial_id}.parquet"
 
     def campaigns(self) -> list[str]:
-        """Names of the campaigns that have results or a ``_campaign.json``."""
+        """Names of the campaigns that have result files or a ``_campaign.json``."""
         if not self.root.is_dir():
             return []
         out = []
         for entry in sorted(self.root.iterdir()):
             if entry.name.startswith("."):
                 continue
-            if entry.is_dir() and ((entry / CAMPAIGN_FILE).exists() or any(entry.glob("trial-*.parquet"))):
+            results = (
+                any(TRIAL_FILE.match(f.name) or PART_FILE.match(f.name) for f in entry.iterdir())
+                if entry.is_dir()
+                else False
+            )
+            if entry.is_dir() and ((entry / CAMPAIGN_FILE).exists() or results):
                 out.append(entry.name)
             else:
                 _warn(entry, "not a campaign directory of this store (no _campaign.json or trial files)")
@@ -75,10 +100,13 @@ class Store:
         """Write the rows of one trial atomically (replacing an earlier file of the same trial)."""
         if not re.fullmatch(r"[0-9a-f]{16}", trial_id):
             raise ValueError(f"trial id {trial_id!r}: expected 16 hex digits")
+        path = self.trial_path(campaign, trial_id)
         if not rows:
             raise ValueError(f"trial {trial_id}: no rows to write")
+        owners = {(r.get("campaign"), r.get("trial_id")) for r in rows}
+        if owners != {(campaign, trial_id)}:
+            raise ValueError(f"trial {trial_id} of campaign {campaign!r}: the rows belong to {sorted(owners)[:3]}")
         table = rows_to_table(rows, {"campaign": campaign, "trial_id": trial_id})
-        path = self.trial_path(campaign, trial_id)
         path.parent.mkdir(parents=True, exist_ok=True)
         for stale in path.parent.glob(f".{path.name}.*.tmp"):
             if not _writer_alive(stale):  # another live process's temp file is its business
@@ -86,19 +114,21 @@ class Store:
         _atomic_write(path, lambda f: pq.write_table(table, f, compression="zstd"))
         return path
 
-    def write_campaign(self, campaign: str, payload: dict[str, Any], trials: dict[str, dict[str, Any]]) -> Path:
-        """Write ``_campaign.json``: ``payload`` (the parsed campaign) and the union of ``trials``
-        with those recorded before (trial id -> resolved config)."""
+    def write_campaign(self, campaign: str, payload: dict[str, Any]) -> Path | None:
+        """Record the campaign in ``_campaign.json``: ``payload`` (the parsed campaign file) and its
+        SHA-256, with the hashes of every earlier version run into this store (``sources``).
+        Nothing is written when the file already says the same (so a finished campaign on a
+        read-only store can be resumed); returns the path written, or None."""
         path = self.campaign_dir(campaign) / CAMPAIGN_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        known: dict[str, Any] = {}
-        if path.exists():
-            try:
-                known = dict(json.loads(path.read_text(encoding="utf-8")).get("trials", {}))
-            except (ValueError, AttributeError) as exc:
-                _warn(path, f"unreadable _campaign.json, rewritten ({exc})")
-        data = {"schema_version": SCHEMA_VERSION, **payload, "trials": {**known, **trials}}
+        digest = hashlib.sha256(to_json(payload).encode()).hexdigest()
+        known = self.read_campaign(campaign)
+        sources = known.get("sources") if isinstance(known.get("sources"), dict) else {}
+        if known.get("source_sha256") == digest and digest in sources:
+            return None
+        sources = {**sources, digest: payload.get("source_file")}
+        data = {"schema_version": SCHEMA_VERSION, **payload, "source_sha256": digest, "sources": sources}
         text = json.dumps(json.loads(to_json(data)), indent=2, sort_keys=True) + "\n"
+        path.parent.mkdir(parents=True, exist_ok=True)
         _atomic_write(path, lambda f: f.write(text.encode()))
         return path
 
@@ -108,24 +138,31 @@ class Store:
         if not path.exists():
             return {}
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except ValueError as exc:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
             _warn(path, f"not valid JSON ({exc})")
             return {}
+        if not isinstance(data, dict):
+            _warn(path, f"expected a JSON object, got {type(data).__name__}")
+            return {}
+        return data
 
     def finished(self, campaign: str) -> dict[str, str]:
-        """Trial id -> ``"ok"`` or ``"failed"`` for every readable trial file of ``campaign``."""
-        out = {}
-        for path, trial_id in self._trial_files(campaign):
-            table = _read(path, columns=["trial_id", "status"])
-            if table is None:
-                continue
-            statuses = set(table.column("status").to_pylist())
-            out[trial_id] = "ok" if statuses == {"ok"} else "failed"
-        return out
+        """Trial id -> ``"ok"`` or ``"failed"`` for every counted trial of ``campaign``."""
+        table, _ = self._campaign_table(campaign, ["trial_id", "status"])
+        if table.num_rows == 0:
+            return {}
+        bad = pc.fill_null(pc.not_equal(table["status"], "ok"), True)
+        grouped = pa.table({"trial_id": table["trial_id"], "bad": bad}).group_by("trial_id", use_threads=False)
+        agg = grouped.aggregate([("bad", "any")])
+        return {
+            str(tid): "failed" if failed else "ok"
+            for tid, failed in zip(agg["trial_id"].to_pylist(), agg["bad_any"].to_pylist())
+        }
 
     def read(self, campaigns: Iterable[str] | None = None, columns: list[str] | None = None) -> pa.Table:
-        """All rows of ``campaigns`` (default: every campaign) as one table with the store schema."""
+        """The counted rows of ``campaigns`` (default: every campaign) as one table with the store
+        schema, or only ``columns`` of it (read from the files column by column)."""
         names = list(campaigns) if campaigns is not None else self.campaigns()
         schema = SCHEMA if columns is None else pa.schema([SCHEMA.field(c) for c in columns])
         tables = []
@@ -134,30 +171,107 @@ class Store:
                 raise ValueError(
                     f"campaign {name!r} has no results in {self.root}; found: {', '.join(self.campaigns()) or '(none)'}"
                 )
-            for path, _ in self._trial_files(name):
-                table = _read(path, columns)
-                if table is not None:
-                    tables.append(table.cast(schema))
+            tables.append(self._campaign_table(name, columns)[0])
         if not tables:
             return schema.empty_table()
         return pa.concat_tables(tables).replace_schema_metadata(None)
 
-    def _trial_files(self, campaign: str) -> list[tuple[Path, str]]:
+    def _campaign_table(self, campaign: str, columns: list[str] | None = None) -> tuple[pa.Table, list[Path]]:
+        """The counted rows of one campaign (see the module docstring), with ``columns``, and the
+        files that were read (unreadable ones are warned about and left out)."""
+        wanted = list(columns or SCHEMA.names)
+        keyed = wanted if "trial_id" in wanted else [*wanted, "trial_id"]
+        files = self.files(campaign)
+        tables: list[pa.Table] = []
+        used: list[Path] = []
+        seen: set[str] = set()
+        for path, trial_id in files.trials:
+            table = _read(path, keyed, campaign, trial_id)
+            if table is not None:
+                tables.append(table)
+                used.append(path)
+                seen.add(trial_id)
+        for path, _ in files.parts_newest_first():
+            table = _read(path, keyed, campaign)
+            if table is None:
+                continue
+            used.append(path)
+            if seen:
+                table = table.filter(pc.invert(pc.is_in(table["trial_id"], pa.array(sorted(seen)))))
+            seen.update(pc.unique(table["trial_id"]).to_pylist())
+            tables.append(table)
+        schema = pa.schema([SCHEMA.field(c) for c in wanted])
+        if not tables:
+            return schema.empty_table(), used
+        return pa.concat_tables(tables).select(wanted).replace_schema_metadata(None), used
+
+    def files(self, campaign: str) -> CampaignFiles:
+        """The trial files and part files of ``campaign`` (foreign files are warned about)."""
         folder = self.campaign_dir(campaign)
+        out = CampaignFiles([], [])
         if not folder.is_dir():
-            return []
-        out = []
+            return out
         for entry in sorted(folder.iterdir()):
-            match = TRIAL_FILE.match(entry.name)
-            if match and entry.is_file():
-                out.append((entry, match.group(1)))
+            trial, part = TRIAL_FILE.match(entry.name), PART_FILE.match(entry.name)
+            if trial and entry.is_file():
+                out.trials.append((entry, trial.group(1)))
+            elif part and entry.is_file():
+                out.parts.append((entry, int(part.group(1))))
             elif entry.name not in (CAMPAIGN_FILE, LOCK_FILE) and not TEMP_FILE.match(entry.name):
                 _warn(entry, "foreign file in a campaign directory, ignored")
         return out
 
+    def compact(self, campaign: str) -> CompactionReport:
+        """Merge the counted rows of ``campaign`` into one part file of the next generation, then
+        delete the trial and part files it absorbed (call it holding :func:`campaign_lock`;
+        ``run`` and ``leaderboard compact`` do). Unreadable files are left in place."""
+        files = self.files(campaign)
+        if len(files.trials) + len(files.parts) < 2:
+            return CompactionReport(campaign, 0, 0, None)
+        table, used = self._campaign_table(campaign)
+        generation = max((g for _, g in files.parts), default=0) + 1
+        ids = pc.unique(table["trial_id"]).to_pylist()
+        digest = hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()[:16]
+        path = self.campaign_dir(campaign) / f"part-{generation:08d}-{digest}.parquet"
+        meta = {SCHEMA_KEY: str(SCHEMA_VERSION).encode(), b"poisonbench.campaign": campaign.encode()}
+        table = table.sort_by([("trial_id", "ascending")]).cast(SCHEMA.with_metadata(meta))
+        _atomic_write(path, lambda f: pq.write_table(table, f, compression="zstd", row_group_size=PART_ROW_GROUP))
+        if pq.read_metadata(path).num_rows != table.num_rows:
+            raise OSError(
+                f"store: {path}: compaction wrote {pq.read_metadata(path).num_rows} rows, expected {table.num_rows}"
+            )
+        for old in used:
+            old.unlink(missing_ok=True)
+        return CompactionReport(campaign, len(used), table.num_rows, path)
 
-def _read(path: Path, columns: list[str] | None = None) -> pa.Table | None:
-    """The table in ``path`` when it is a poisonbench file of this schema version, else None + warning."""
+
+@dataclass
+class CampaignFiles:
+    """The result files of one campaign directory."""
+
+    trials: list[tuple[Path, str]]  # (path, trial id)
+    parts: list[tuple[Path, int]]  # (path, generation)
+
+    def parts_newest_first(self) -> list[tuple[Path, int]]:
+        return sorted(self.parts, key=lambda p: (-p[1], p[0].name))
+
+
+@dataclass
+class CompactionReport:
+    """What one :meth:`Store.compact` did: files merged, rows kept and the part written."""
+
+    campaign: str
+    files_merged: int
+    rows: int
+    part: Path | None
+
+
+def _read(
+    path: Path, columns: list[str] | None = None, campaign: str | None = None, trial_id: str | None = None
+) -> pa.Table | None:
+    """The ``columns`` of ``path``, cast to the store schema, when it is a poisonbench file of a
+    readable schema version whose rows belong to ``campaign`` (and to ``trial_id``, for a trial
+    file); else None, with a warning naming the file."""
     try:
         schema = pq.read_schema(path)
     except (OSError, pa.ArrowException) as exc:
@@ -175,19 +289,33 @@ def _read(path: Path, columns: list[str] | None = None) -> pa.Table | None:
         return None
     later = {c for v, cols in ADDED_COLUMNS.items() if v > int(version.decode()) for c in cols}
     wanted = list(columns or SCHEMA.names)
-    missing = sorted(set(wanted) - set(schema.names) - later)
+    identity = [c for c, v in (("campaign", campaign), ("trial_id", trial_id)) if v is not None]
+    missing = sorted(set(wanted + identity) - set(schema.names) - later)
     if missing:
         _warn(path, f"missing column(s) {', '.join(missing)}")
         return None
+    present = [c for c in dict.fromkeys(wanted + identity) if c in schema.names]
     try:
-        table = pq.read_table(path, columns=[c for c in wanted if c in schema.names])
+        table = pq.read_table(path, columns=present)
+        table = table.cast(pa.schema([SCHEMA.field(c) for c in present]))
     except (OSError, pa.ArrowException) as exc:
-        _warn(path, f"corrupt Parquet data ({exc})")
+        _warn(path, f"corrupt Parquet data or columns of other types ({_first_line(exc)})")
         return None
+    for column, expected in (("campaign", campaign), ("trial_id", trial_id)):
+        if expected is not None and table.num_rows:
+            values = pc.unique(table[column]).to_pylist()
+            if values != [expected]:
+                _warn(path, f"its rows have {column} {values[:3]}, expected {expected!r} (a copied file?); skipped")
+                return None
     for name in wanted:
         if name not in table.column_names:
             table = table.append_column(SCHEMA.field(name), pa.nulls(table.num_rows, SCHEMA.field(name).type))
     return table.select(wanted)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def _writer_alive(temp: Path) -> bool:

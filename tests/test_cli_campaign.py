@@ -269,3 +269,29 @@ def test_operating_system_errors_are_one_line(tmp_path, capsys, problem):
         store.write_text("not a folder")
     code, _, err = cli(capsys, "run", str(path), "--store", str(store))
     assert code == 2 and err.startswith("Error: ") and err.count("\n") == 1, err
+
+
+def test_a_finished_campaign_resumes_without_writing_anything(store_with_toy, capsys):
+    folder = store_with_toy / "toy"
+    (folder / ".lock").unlink()
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in folder.iterdir())
+    code, out, _ = cli(capsys, "run", str(TOY), "--store", str(store_with_toy))
+    assert code == 0 and "20 skipped" in out
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in folder.iterdir()) == before  # no lock, no rewrite
+
+
+def test_leaderboard_compact_then_a_rerun_keeps_one_row_set_per_trial(store_with_toy, capsys):
+    store = Store(store_with_toy)
+    before = store.read().sort_by([("trial_id", "ascending"), ("kind", "ascending"), ("step", "ascending")])
+    code, _, err = cli(capsys, "leaderboard", "compact", "--store", str(store_with_toy))
+    assert code == 0 and "toy: 20 file(s)" in err and "-> part-00000001-" in err
+    after = store.read().sort_by([("trial_id", "ascending"), ("kind", "ascending"), ("step", "ascending")])
+    assert after.to_pylist() == before.to_pylist()
+    grown = store_with_toy.parent / "toy.toml"
+    grown.write_text(TOY.read_text().replace("seeds = [0, 1]", "seeds = [0, 1, 2]"))
+    code, out, _ = cli(capsys, "run", str(grown), "--store", str(store_with_toy))
+    assert code == 0 and "10 ok, 0 failed, 20 skipped" in out
+    files = sorted(p.name for p in (store_with_toy / "toy").glob("*.parquet"))
+    assert len(files) == 1 and files[0].startswith("part-00000002-")  # the run compacted its new trials in
+    assert len(store.finished("toy")) == 30
+    assert store.read().num_rows == before.num_rows * 3 // 2

@@ -29,7 +29,7 @@ def results():
 
 def fill(store: Store, results, campaign: str = "toy") -> None:
     for trial, rows in results:
-        store.write_trial(campaign, trial.trial_id, rows)
+        store.write_trial(campaign, trial.trial_id, [dict(r, campaign=campaign) for r in rows])
 
 
 def test_trial_files_are_atomic_versioned_and_complete(tmp_path, results):
@@ -64,7 +64,7 @@ def test_pandas_polars_and_duckdb_read_the_store_unchanged(tmp_path, results):
 
     store = Store(tmp_path)
     fill(store, results)
-    store.write_campaign("toy", {"campaign": "toy"}, {t.trial_id: t.as_dict() for t, _ in results})
+    store.write_campaign("toy", {"campaign": "toy"})
     expected = store.read().sort_by(
         [("trial_id", "ascending"), ("kind", "ascending"), ("step", "ascending"), ("checkpoint", "ascending")]
     )
@@ -119,7 +119,7 @@ def test_corrupt_foreign_and_other_version_files_warn_but_do_not_stop(tmp_path, 
     ):
         assert any(name in m and problem in m for m in messages), (name, messages)
     assert not any(".tmp" in m for m in messages)
-    store.write_trial("toy", "0000000000000001", results[0][1])
+    store.write_trial("toy", "0000000000000001", [dict(r, trial_id="0000000000000001") for r in results[0][1]])
     assert not (folder / ".trial-0000000000000001.parquet.123.tmp").exists()
 
 
@@ -129,21 +129,26 @@ def test_two_campaigns_share_one_store(tmp_path, results):
     fill(store, results[1:], "second")
     assert store.campaigns() == ["first", "second"]
     both = store.read()
-    assert set(both["campaign"].to_pylist()) == {"toy"}  # the rows keep the campaign that produced them
+    assert set(both["campaign"].to_pylist()) == {"first", "second"}
     assert both.num_rows == sum(len(r) for _, r in results[:2]) + sum(len(r) for _, r in results[1:])
     assert store.read(["second"]).num_rows == sum(len(r) for _, r in results[1:])
     with pytest.raises(ValueError, match="campaign 'third' has no results.*found: first, second"):
         store.read(["third"])
 
 
-def test_campaign_json_merges_trials_of_successive_runs(tmp_path, results):
+def test_campaign_json_holds_the_source_and_the_hash_of_every_version_run(tmp_path):
     store = Store(tmp_path)
-    (t1, _), (t2, _) = results[:2]
-    store.write_campaign("toy", {"campaign": "toy"}, {t1.trial_id: t1.as_dict()})
-    store.write_campaign("toy", {"campaign": "toy"}, {t2.trial_id: t2.as_dict()})
-    data = json.loads((tmp_path / "toy" / "_campaign.json").read_text())
-    assert data["schema_version"] == SCHEMA_VERSION and set(data["trials"]) == {t1.trial_id, t2.trial_id}
-    assert data["trials"][t1.trial_id]["attack"]["name"] == t1.attack.name
+    first = {"campaign": "toy", "source": {"seeds": [0]}, "source_file": "a.toml"}
+    second = {"campaign": "toy", "source": {"seeds": [0, 1]}, "source_file": "a.toml"}
+    path = tmp_path / "toy" / "_campaign.json"
+    assert store.write_campaign("toy", first) == path
+    mtime = path.stat().st_mtime_ns
+    assert store.write_campaign("toy", first) is None and path.stat().st_mtime_ns == mtime  # unchanged: not rewritten
+    store.write_campaign("toy", second)
+    data = json.loads(path.read_text())
+    assert data["schema_version"] == SCHEMA_VERSION and data["source"] == {"seeds": [0, 1]}
+    assert len(data["sources"]) == 2 and data["source_sha256"] in data["sources"]
+    assert "trials" not in data  # the rows carry each trial's configuration; the file stays small
     assert store.read_campaign("toy")["campaign"] == "toy"
 
 
@@ -213,3 +218,86 @@ def test_exports_are_escaped_for_their_format():
     csv_text = render(rows, columns, "csv")
     assert "'=HYPERLINK" in csv_text and "\n=HYPERLINK" not in csv_text
     assert "<script>" not in render(rows, columns, "html")
+
+
+def _sorted(table: pa.Table) -> list[dict]:
+    keys = [("trial_id", "ascending"), ("kind", "ascending"), ("step", "ascending"), ("checkpoint", "ascending")]
+    return table.sort_by(keys).to_pylist()
+
+
+def test_compaction_keeps_every_row_once_and_removes_what_it_absorbed(tmp_path, results):
+    store = Store(tmp_path)
+    fill(store, results)
+    before = _sorted(store.read())
+    report = store.compact("toy")
+    files = sorted(p.name for p in (tmp_path / "toy").iterdir())
+    assert report.files_merged == len(results) and report.rows == len(before)
+    assert files == [report.part.name] and report.part.name.startswith("part-00000001-")
+    assert _sorted(store.read()) == before
+    assert store.finished("toy") == {t.trial_id: "ok" for t, _ in results}
+    assert store.compact("toy").part is None  # one file: nothing to do
+
+
+def test_a_trial_file_wins_over_parts_and_the_newest_part_over_older_ones(tmp_path, results):
+    store = Store(tmp_path)
+    fill(store, results)
+    store.compact("toy")
+    trial, rows = results[0]
+    failed = [dict(rows[0], status="failed", error="attack 'x': boom")]
+    store.write_trial("toy", trial.trial_id, failed)  # a re-run after the compaction
+    assert store.finished("toy")[trial.trial_id] == "failed"
+    assert store.read().num_rows == sum(len(r) for _, r in results[1:]) + 1
+    first = next((tmp_path / "toy").glob("part-*.parquet"))
+    kept = first.read_bytes()
+    store.compact("toy")  # generation 2 holds the re-run's row
+    assert [p.name[:13] for p in (tmp_path / "toy").glob("part-*")] == ["part-00000002"]
+    first.write_bytes(kept)  # as if killed before the older part was deleted: superseded, not counted
+    assert store.finished("toy")[trial.trial_id] == "failed"
+    assert store.read().num_rows == sum(len(r) for _, r in results[1:]) + 1
+
+
+def test_a_compaction_killed_before_deleting_leaves_the_same_rows(tmp_path, results):
+    store = Store(tmp_path)
+    fill(store, results)
+    before = _sorted(store.read())
+    copies = {p.name: p.read_bytes() for p in (tmp_path / "toy").glob("trial-*.parquet")}
+    store.compact("toy")
+    for name, data in copies.items():  # the trial files the compaction had not yet deleted
+        (tmp_path / "toy" / name).write_bytes(data)
+    assert _sorted(store.read()) == before
+    store.compact("toy")
+    assert _sorted(store.read()) == before and len(list((tmp_path / "toy").iterdir())) == 1
+
+
+def test_unreadable_and_copied_files_are_named_skipped_and_never_deleted(tmp_path, results):
+    store = Store(tmp_path)
+    fill(store, results[:2])
+    folder = tmp_path / "toy"
+    (t1, _), (t2, _) = results[:2]
+    copied = folder / "trial-0123456789abcdef.parquet"
+    copied.write_bytes((folder / f"trial-{t1.trial_id}.parquet").read_bytes())
+    typed = pq.read_table(folder / f"trial-{t2.trial_id}.parquet")
+    typed = typed.set_column(typed.schema.get_field_index("seed"), "seed", pa.array(["x"] * typed.num_rows))
+    bad = folder / "trial-00000000000000aa.parquet"
+    pq.write_table(typed.replace_schema_metadata({b"poisonbench.schema_version": b"2"}), bad)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        table = store.read()
+        store.compact("toy")
+    messages = [str(w.message) for w in caught]
+    assert table.num_rows == sum(len(r) for _, r in results[:2])  # the copy is not counted twice
+    assert any(copied.name in m and "a copied file?" in m for m in messages), messages
+    assert any(bad.name in m and "other types" in m for m in messages), messages
+    assert copied.exists() and bad.exists()  # left for the user to look at
+    assert store.read().num_rows == table.num_rows
+
+
+def test_external_readers_see_each_row_once_after_a_compaction(tmp_path, results):
+    import duckdb
+
+    store = Store(tmp_path)
+    fill(store, results)
+    store.compact("toy")
+    pattern = str(tmp_path / "toy" / "*.parquet")
+    count = duckdb.connect().execute(f"SELECT count(*) FROM read_parquet('{pattern}')").fetchone()[0]
+    assert count == store.read().num_rows

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
@@ -61,3 +61,12 @@ def warnings_to_stderr() -> Iterator[None]:
         finally:
             for w in caught:
                 click.echo(f"Warning: {w.message}", err=True)
+
+
+def lock_waiting(campaign: str) -> Callable[[str], None]:
+    """The ``on_wait`` of :func:`poisonbench.leaderboards.store.campaign_lock`: one line on stderr."""
+
+    def say(pid: str) -> None:
+        click.echo(f"[{campaign}] another process (pid {pid}) holds this campaign's store; waiting for it", err=True)
+
+    return say

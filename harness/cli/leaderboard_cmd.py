@@ -7,11 +7,11 @@ from typing import Any
 
 import click
 
-from poisonbench.cli.common import STORE_OPTION, UserError, warnings_to_stderr
+from poisonbench.cli.common import STORE_OPTION, UserError, lock_waiting, warnings_to_stderr
 from poisonbench.leaderboards import export as lb_export
 from poisonbench.leaderboards import plot as lb_plot
 from poisonbench.leaderboards import query
-from poisonbench.leaderboards.store import Store
+from poisonbench.leaderboards.store import Store, campaign_lock
 
 CAMPAIGN_OPTION = click.option(
     "--campaign", "campaigns", multiple=True, metavar="NAME", help="Only these campaigns (repeatable; default: all)."
@@ -87,7 +87,7 @@ def compare(
     assert pair is not None  # exactly one of the two is set (checked above)
     a, b = pair
     selected = campaigns if by == "attacks" else tuple(dict.fromkeys((*campaigns, a, b)))
-    table = _read(store_dir, selected)
+    table = _read(store_dir, selected, query.COLUMNS)
     try:
         rows = query.compare(table, by, a, b, metric, budgets)
     except ValueError as exc:
@@ -129,6 +129,28 @@ def export(
         click.echo(f"wrote {output}", err=True)
 
 
+@leaderboard.command("compact")
+@STORE_OPTION
+@CAMPAIGN_OPTION
+def compact(store_dir: str, campaigns: tuple[str, ...]) -> None:
+    """Merge each campaign's result files into one part file (waits for a run of the campaign
+    to end; rows are never lost, see docs/campaigns.md)."""
+    store = Store(store_dir)
+    with warnings_to_stderr():
+        names = list(campaigns) or store.campaigns()
+        for name in names:
+            if not store.campaign_dir(name).is_dir():
+                raise UserError(f"campaign {name!r} has no results in {store_dir!r}")
+            with campaign_lock(store, name, lock_waiting(name)):
+                report = store.compact(name)
+            if report.part is None:
+                click.echo(f"{name}: nothing to compact", err=True)
+            else:
+                click.echo(
+                    f"{name}: {report.files_merged} file(s), {report.rows} row(s) -> {report.part.name}", err=True
+                )
+
+
 @leaderboard.command("plot")
 @click.argument("kind", type=click.Choice(lb_plot.KINDS))
 @click.option(
@@ -147,11 +169,11 @@ def plot(kind: str, output: Path, store_dir: str, campaigns: tuple[str, ...], me
     click.echo(f"wrote {path}", err=True)
 
 
-def _read(store_dir: str, campaigns: tuple[str, ...]) -> Any:
+def _read(store_dir: str, campaigns: tuple[str, ...], columns: tuple[str, ...] | None = None) -> Any:
     store = Store(store_dir)
     with warnings_to_stderr():
         try:
-            table = store.read(campaigns or None)
+            table = store.read(campaigns or None, None if columns is None else list(columns))
         except ValueError as exc:
             raise UserError(str(exc)) from None
     if table.num_rows == 0:
@@ -162,7 +184,7 @@ def _read(store_dir: str, campaigns: tuple[str, ...]) -> Any:
 def _leaderboard(
     store_dir: str, campaigns: tuple[str, ...], budgets: tuple[str, ...], metric: str, descending: bool
 ) -> list[dict[str, Any]]:
-    table = _read(store_dir, campaigns)
+    table = _read(store_dir, campaigns, query.COLUMNS)
     try:
         return query.leaderboard(table, metric, budgets, ascending=not descending)
     except ValueError as exc:

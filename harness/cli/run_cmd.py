@@ -10,16 +10,17 @@ import signal
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import click
 
 from poisonbench.campaign import Campaign, CampaignError, Trial, load_campaign
-from poisonbench.cli.common import STORE_OPTION, UserError, get_host, warnings_to_stderr
-from poisonbench.executors import EXECUTORS, CampaignReport, TrialOutcome, make_executor, run_campaign
+from poisonbench.cli.common import STORE_OPTION, UserError, get_host, lock_waiting, warnings_to_stderr
+from poisonbench.executors import EXECUTORS, CampaignReport, TrialOutcome, make_executor, run_campaign, select_trials
 from poisonbench.leaderboards.export import text_table
-from poisonbench.leaderboards.store import Store, campaign_lock
+from poisonbench.leaderboards.store import COMPACT_AT, Store, campaign_lock
 from poisonbench.registry import UnknownNameError
 
 
@@ -85,26 +86,35 @@ def run(
 ) -> None:
     """Run the trials of CAMPAIGN_FILE not yet in the store; print a summary table."""
     host = get_host(ctx)
-    campaign, trials = _load(campaign_file, host)
+    campaign = _load(campaign_file, host)
     store = Store(store_dir)
     with warnings_to_stderr():
         finished = store.finished(campaign.name)
     if dry_run:
-        for t in trials:
+        total = todo = 0
+        for t in _trials(campaign, host):
             state = finished.get(t.trial_id, "todo")
             click.echo(f"{state:6}  {t.describe()}")
-        todo = sum(
-            1 for t in trials if finished.get(t.trial_id) != "ok" and (retry_failed or t.trial_id not in finished)
-        )
-        click.echo(f"{len(trials)} trial(s), {todo} to run (dry run: nothing executed)")
+            total += 1
+            todo += state == "todo" or (state == "failed" and retry_failed)
+        click.echo(f"{total} trial(s), {todo} to run (dry run: nothing executed)")
         return
+    pending, skip_ok, skip_failed = select_trials(_trials(campaign, host), finished, retry_failed)
     plugin_modules = tuple(ctx.ensure_object(dict).get("plugin_modules", ()))
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         runner = make_executor(executor, host, plugin_modules, address=address, num_cpus=num_cpus)
-        with warnings_to_stderr(), campaign_lock(store, campaign.name, _waiting(campaign.name)):
-            store.write_campaign(campaign.name, _campaign_payload(campaign), {t.trial_id: t.as_dict() for t in trials})
-            report = run_campaign(campaign.name, trials, runner, store, host, retry_failed, StderrProgress())
+        if not pending:  # nothing to run: no lock and no write (a read-only store of a finished campaign works)
+            report = CampaignReport(campaign.name, skip_ok + skip_failed, skip_ok, skip_failed)
+            StderrProgress().start(campaign.name, 0, skip_ok + skip_failed)
+        else:
+            with warnings_to_stderr(), campaign_lock(store, campaign.name, lock_waiting(campaign.name)):
+                store.write_campaign(campaign.name, _campaign_payload(campaign))
+                trials = _trials(campaign, host)
+                report = run_campaign(campaign.name, trials, runner, store, host, retry_failed, StderrProgress())
+                files = store.files(campaign.name)
+                if files.parts or len(files.trials) >= COMPACT_AT:  # keep the folder one row per trial
+                    store.compact(campaign.name)
     except ValueError as exc:
         raise UserError(str(exc)) from None
     click.echo(format_summary(report))
@@ -112,22 +122,24 @@ def run(
         sys.exit(1)
 
 
-def _waiting(campaign: str) -> Any:
-    def say(pid: str) -> None:
-        click.echo(f"[{campaign}] another run (pid {pid}) holds this campaign's store; waiting for it", err=True)
-
-    return say
-
-
 def _exit_on_sigterm(signum: int, frame: Any) -> None:
     """SIGTERM unwinds like Ctrl-C: executors close (killing trial workers) before exit 143."""
     raise SystemExit(128 + signum)
 
 
-def _load(path: Path, host: Any) -> tuple[Campaign, list[Trial]]:
+def _load(path: Path, host: Any) -> Campaign:
+    """The campaign file, validated (its grid is expanded later, one trial at a time)."""
     try:
         campaign = load_campaign(path)
-        return campaign, campaign.trials(host.registry)
+        campaign.iter_trials(host.registry)
+        return campaign
+    except (CampaignError, UnknownNameError) as exc:
+        raise UserError(str(exc)) from None
+
+
+def _trials(campaign: Campaign, host: Any) -> Iterator[Trial]:
+    try:
+        return campaign.iter_trials(host.registry)
     except (CampaignError, UnknownNameError) as exc:
         raise UserError(str(exc)) from None
 

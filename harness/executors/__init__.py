@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -78,9 +78,10 @@ class Progress(Protocol):
 
 
 def select_trials(
-    trials: Sequence[Trial], finished: dict[str, str], retry_failed: bool
+    trials: Iterable[Trial], finished: dict[str, str], retry_failed: bool
 ) -> tuple[list[Trial], int, int]:
-    """Trials still to run: those not in the store, plus failed ones when ``retry_failed``.
+    """Trials still to run: those not in the store, plus failed ones when ``retry_failed``
+    (``trials`` is consumed once: a campaign's grid is never held whole, only what is to run).
     Returns ``(todo, n_skipped_ok, n_skipped_failed)``."""
     todo, skip_ok, skip_failed = [], 0, 0
     for t in trials:
@@ -96,7 +97,7 @@ def select_trials(
 
 def run_campaign(
     campaign: str,
-    trials: Sequence[Trial],
+    trials: Iterable[Trial],
     executor: Executor,
     store: Any,
     host: PluginHost,
@@ -106,7 +107,7 @@ def run_campaign(
     """Run the trials of ``campaign`` not yet in ``store`` (a :class:`poisonbench.leaderboards.store.Store`)."""
     t0 = time.perf_counter()
     todo, skip_ok, skip_failed = select_trials(trials, store.finished(campaign), retry_failed)
-    report = CampaignReport(campaign, len(trials), skip_ok, skip_failed)
+    report = CampaignReport(campaign, len(todo) + skip_ok + skip_failed, skip_ok, skip_failed)
     if progress is not None:
         progress.start(campaign, len(todo), skip_ok + skip_failed)
 
