@@ -1,11 +1,14 @@
 """The ``ray`` executor: trials as Ray tasks, on a local Ray instance or a cluster.
 
-- ``address=None`` starts a local Ray (``ray.init``) with a small object store
+- ``address=None`` starts a new local Ray (``ray.init(address="local")``: never a cluster that
+  ``ray start`` left running on this machine) with a small object store
   (:data:`OBJECT_STORE_BYTES`; trials return only their rows), no dashboard and worker logs
   kept out of the driver's terminal; workers inherit this process's ``sys.path`` entries
   outside site-packages (so ``--plugin`` modules next to the campaign import) and
   ``POISONBENCH_LOAD_PLUGINS``. With an address, Ray connects to that cluster, whose nodes
-  must have poisonbench and the plugins installed.
+  must have poisonbench and the plugins installed; a ``host:port`` address is first probed
+  with one TCP connection (:data:`PROBE_SECONDS`), so an unreachable cluster is one error
+  line within seconds instead of Ray's minutes of retries.
 - Each trial asks for its ``num_cpus`` / ``num_gpus``. Before submitting anything the
   executor compares them with ``ray.cluster_resources()``: a trial that asks for more GPUs (or
   CPUs) than the whole cluster has is refused with a clear error instead of waiting forever.
@@ -22,6 +25,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -38,6 +42,8 @@ OBJECT_STORE_BYTES = 128 * 1024**2
 #: Seconds between checks of the deadlines while waiting for results.
 POLL_SECONDS = 0.5
 ENV_PASSED = ("POISONBENCH_LOAD_PLUGINS",)
+#: Seconds the TCP probe of a cluster address waits for a connection.
+PROBE_SECONDS = 5.0
 
 
 def _ray_trial(trial: Trial, plugin_modules: tuple[str, ...]) -> Iterator[tuple[str, Any]]:
@@ -83,8 +89,9 @@ class RayExecutor:
             ]
             if paths:
                 env["PYTHONPATH"] = os.pathsep.join([*paths, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-            kwargs.update(num_cpus=self.num_cpus, object_store_memory=OBJECT_STORE_BYTES)
+            kwargs.update(address="local", num_cpus=self.num_cpus, object_store_memory=OBJECT_STORE_BYTES)
         else:
+            probe_address(self.address)
             kwargs["address"] = self.address
         try:
             ray.init(runtime_env={"env_vars": env} if env else None, **kwargs)
@@ -207,6 +214,24 @@ class _Scheduler:
             self.used["CPU"] -= trial.num_cpus
             self.used["GPU"] -= trial.num_gpus
             yield TrialOutcome(trial, rows)
+
+
+def probe_address(address: str, seconds: float = PROBE_SECONDS) -> None:
+    """``ValueError`` when ``host:port`` (or ``ray://host:port``) accepts no TCP connection
+    within ``seconds``; other address forms (``auto``) are left to Ray."""
+    target = address.removeprefix("ray://")
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        return
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=seconds):
+            pass
+    except OSError as exc:
+        reason = "no answer" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+        raise ValueError(
+            f"--address {address}: cannot reach a Ray cluster there ({reason} within {seconds:g} s); "
+            f"start one with `ray start --head` or check the address"
+        ) from None
 
 
 def check_resources(trials: Sequence[Trial], capacity: dict[str, float], address: str | None = None) -> None:
