@@ -38,6 +38,7 @@ TOP_KEYS = (
     "memory_limit_mb",
     "max_retries",
     "feasibility_tol",
+    "feasibility",
     "resources",
     *KINDS,
 )
@@ -50,6 +51,9 @@ DEFAULT_TIMEOUT = 7200.0
 #: ``process``: each trial in a worker process (a hang, exit or crash is one failed row);
 #: ``none``: in the runner's own process (debugging; no timeout or memory limit can be enforced).
 ISOLATION = ("process", "none")
+#: ``exact``: poisons must satisfy the whole feasible set (box, integer features, one-hot
+#: groups); ``box``: only the box (the relaxation the reference code uses for Adult's MTP).
+FEASIBILITY = ("exact", "box")
 #: The most trials one campaign may expand to (a larger grid is refused before anything runs).
 MAX_TRIALS = 100_000
 #: A budget may ask for at most this many times the training set in poisons.
@@ -106,6 +110,7 @@ class Trial:
     base_dir: str | None = None  # folder that relative file parameters are read from
     isolation: str = "process"
     memory_limit_mb: float | None = None
+    feasibility: str = "exact"
 
     def config(self) -> dict[str, Any]:
         """The resolved configuration that decides the results (hashed into the trial id)."""
@@ -118,13 +123,16 @@ class Trial:
         }
 
     def _settings(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "subpopulation": self.subpopulation,
             "seed": self.seed,
             "budgets": list(self.budgets),
             "record_every": self.record_every,
             "feasibility_tol": self.feasibility_tol,
         }
+        if self.feasibility != "exact":  # the default is left out, so earlier trial ids stay valid
+            out["feasibility"] = self.feasibility
+        return out
 
     @functools.cached_property
     def config_json(self) -> str:
@@ -187,6 +195,7 @@ class Campaign:
     max_retries: int = 1
     isolation: str = "process"
     memory_limit_mb: float | None = None
+    feasibility: str = "exact"
     num_cpus: float = 1.0
     num_gpus: float = 0.0
     source: dict[str, Any] = field(default_factory=dict)
@@ -286,6 +295,7 @@ class Campaign:
                     base_dir,
                     self.isolation,
                     self.memory_limit_mb,
+                    self.feasibility,
                 )
                 if trial.trial_id not in seen:
                     seen.add(trial.trial_id)
@@ -319,6 +329,10 @@ def load_campaign(path: str | Path) -> Campaign:
         raise CampaignError(f"{path}: campaign file not found") from None
     except tomllib.TOMLDecodeError as exc:
         raise CampaignError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise CampaignError(
+            f"{path}: not UTF-8 text (a campaign file is TOML, UTF-8): {exc.reason} at byte {exc.start}"
+        ) from None
     return parse_campaign(raw, str(path), default_name=path.stem)
 
 
@@ -347,6 +361,9 @@ def parse_campaign(raw: dict[str, Any], path: str = "<campaign>", default_name: 
         if not isolated and raw.get(key) is not None:
             raise p.fail(key, "needs isolation = 'process' (an in-process trial cannot be stopped or capped)")
     timeout = raw.get("timeout", DEFAULT_TIMEOUT if isolated else None)
+    feasibility = p.string(raw.get("feasibility", "exact"), "feasibility")
+    if feasibility not in FEASIBILITY:
+        raise p.fail("feasibility", f"expected one of {', '.join(map(repr, FEASIBILITY))}, got {feasibility!r}")
     memory = raw.get("memory_limit_mb")
     return Campaign(
         name=name,
@@ -360,6 +377,7 @@ def parse_campaign(raw: dict[str, Any], path: str = "<campaign>", default_name: 
         timeout=None if timeout is None else p.number(timeout, "timeout", minimum=0.0, strict=True),
         isolation=isolation,
         memory_limit_mb=None if memory is None else p.number(memory, "memory_limit_mb", minimum=1.0),
+        feasibility=feasibility,
         max_retries=p.integer(raw.get("max_retries", 1), "max_retries", minimum=0),
         num_cpus=p.number(resources.get("num_cpus", 1), "resources.num_cpus", minimum=0.0, strict=True),
         num_gpus=p.number(resources.get("num_gpus", 0), "resources.num_gpus", minimum=0.0),

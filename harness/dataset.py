@@ -66,6 +66,40 @@ class FeasibleSet:
         X = np.atleast_2d(X)
         return np.asarray(((self.lo - atol <= X) & (self.hi + atol >= X)).all(axis=1))
 
+    def violation(self, X: np.ndarray, atol: float = 1e-9, exact: bool = True) -> str | None:
+        """The first constraint a row of ``X`` breaks, in words, or None when every row is inside:
+        the box (to ``atol``) and, when ``exact``, integer features integral (to ``atol``) and
+        each one-hot group 0/1 with at most one 1 (Σ ≤ 1 + ``atol``)."""
+        X = np.atleast_2d(X)
+        outside = (self.lo - atol > X) | (self.hi + atol < X)
+        if outside.any():
+            i, j = np.argwhere(outside)[0]
+            return (
+                f"{int(outside.any(axis=1).sum())} poison(s) outside the feasible box (first: feature {j} = "
+                f"{X[i, j]:g} not in [{self.lo[j]:g}, {self.hi[j]:g}], tolerance {atol:g})"
+            )
+        if not exact:
+            return None
+        fractional = np.abs(X - np.round(X)) > atol
+        fractional &= np.asarray(self.integer, bool)
+        if fractional.any():
+            i, j = np.argwhere(fractional)[0]
+            return (
+                f"{int(fractional.any(axis=1).sum())} poison(s) with a non-integer value of an integer feature "
+                f"(first: feature {j} = {X[i, j]:.6g}, tolerance {atol:g})"
+            )
+        for g in self.onehot_groups:
+            block = X[:, list(g)]
+            binary = (np.abs(block) <= atol) | (np.abs(block - 1.0) <= atol)
+            bad = ~binary.all(axis=1) | (block.sum(axis=1) > 1.0 + atol)
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                return (
+                    f"{int(bad.sum())} poison(s) break the one-hot group of columns {list(g)} (first: values "
+                    f"{np.round(block[i], 6).tolist()}; expected 0/1 with at most one 1)"
+                )
+        return None
+
     def project(self, X: np.ndarray) -> np.ndarray:
         """Euclidean projection onto the box (clip)."""
         return np.clip(X, self.lo, self.hi)

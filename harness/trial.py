@@ -5,8 +5,10 @@ once; at each checkpoint (the cumulative poison count reaches a budget, or the a
 the defence fits the learner on ``D_c ∪ D_p[:budget]`` (with the dataset's validation split)
 and a result row records the defended model's test / subpopulation accuracy, the defence's
 λ and the attack's latest diagnostics. An attack with ``needs_budget = True`` gets a trial per
-budget. Every poison batch is checked (shape ``(k, d)``, finite, labels ±1, inside the
-feasible box to ``feasibility_tol``, never past the budget); any exception or violation makes
+budget. Every poison batch is checked against the harness's own copy of the data (shape
+``(k, d)``, finite, labels ±1, inside the feasible box to ``feasibility_tol`` and, unless the
+campaign says ``feasibility = "box"``, integral on integer features and 0/1 with at most one 1
+in each one-hot group; never past the budget); any exception or violation makes
 the trial's rows ``status = "failed"`` with an error naming the component. Never raises.
 """
 
@@ -257,18 +259,10 @@ class _TrialRun:
             raise ComponentError(
                 f"attack {name!r}: exceeded the budget: {self.count + len(y)} poisons > {self.scenario.budget}"
             )
-        inside = self.dataset.feasible.contains(X, atol=self.trial.feasibility_tol)
-        if not inside.all():
-            fs, i = self.dataset.feasible, int(np.flatnonzero(~inside)[0])
-            j = int(
-                np.flatnonzero(
-                    (X[i] < fs.lo - self.trial.feasibility_tol) | (X[i] > fs.hi + self.trial.feasibility_tol)
-                )[0]
-            )
-            raise ComponentError(
-                f"attack {name!r}: {int((~inside).sum())} poison(s) outside the feasible set (first: feature {j} = "
-                f"{X[i, j]:g} not in [{fs.lo[j]:g}, {fs.hi[j]:g}], tolerance {self.trial.feasibility_tol:g})"
-            )
+        exact = self.trial.feasibility == "exact"
+        problem = self.dataset.feasible.violation(X, atol=self.trial.feasibility_tol, exact=exact)
+        if problem is not None:
+            raise ComponentError(f"attack {name!r}: {problem} (campaign feasibility = {self.trial.feasibility!r})")
         if not isinstance(batch.diagnostics, dict):
             raise ComponentError(f"attack {name!r}: diagnostics must be a dict, got {type(batch.diagnostics).__name__}")
         self.batches.append(batch)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from poisonbench.leaderboards.store import Store, campaign_lock
@@ -29,7 +31,7 @@ EXPECTED = {
     "fault-hang": "timeout: trial did not finish within 20 s",
     "fault-hog": "attack 'fault-hog': MemoryError",
     "fault-tamper": "attack 'fault-tamper': modified the scenario's dataset",
-    "fault-widen": "outside the feasible set",
+    "fault-widen": "outside the feasible box",
     'fault-liar(labels="nan")': "learner 'fault-liar': predict returned",
 }
 
@@ -163,3 +165,55 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return "State:\tZ" not in status
+
+
+def test_poisons_are_checked_against_integer_features_and_one_hot_groups(tmp_path):
+    from poisonbench.campaign import parse_campaign
+    from poisonbench.host import load_host
+    from poisonbench.trial import run_trial
+
+    host = load_host(("plugins_for_tests.toy", "plugins_for_tests.faulty"), load_external=False)
+
+    def rows(feasibility: str | None, attack: str = "fault-fractional") -> list[dict]:
+        raw = {
+            "name": "coded",
+            "budgets": [0, 1],
+            "isolation": "none",
+            "datasets": [{"name": "tiny-coded"}],
+            "learners": [{"name": "toy-ridge"}],
+            "attacks": [{"name": attack}],
+        }
+        if feasibility is not None:
+            raw["feasibility"] = feasibility
+        (trial,) = parse_campaign(raw).trials(host.registry)
+        return run_trial(trial, host)
+
+    exact = rows(None)
+    assert {r["status"] for r in exact} == {"failed"}
+    assert "non-integer value of an integer feature (first: feature 2 = 0.51" in exact[-1]["error"]
+    assert "campaign feasibility = 'exact'" in exact[-1]["error"]
+    relaxed = rows("box")
+    assert {r["status"] for r in relaxed} == {"ok"}  # the box alone admits 0.51
+    assert json.loads(relaxed[0]["config"])["feasibility"] == "box"  # and the row says which check it passed
+    flips = rows(None, "toy-flip")  # copies of training points satisfy every constraint
+    assert {r["status"] for r in flips} == {"ok"} and "feasibility" not in json.loads(flips[0]["config"])
+
+
+def test_feasible_set_violations_name_the_constraint():
+    from poisonbench.dataset import FeasibleSet
+
+    fs = FeasibleSet(
+        np.zeros(5), np.array([1.0, 3.0, 1.0, 1.0, 1.0]), integer=np.arange(5) >= 1, onehot_groups=((2, 3, 4),)
+    )
+    ok = np.array([[0.3, 2.0, 0.0, 1.0, 0.0], [1.0, 0.0, 0.0, 0.0, 0.0]])
+    assert fs.violation(ok) is None
+    cases = {
+        "outside the feasible box (first: feature 1 = 3.5": [0.3, 3.5, 0.0, 0.0, 0.0],
+        "non-integer value of an integer feature (first: feature 1 = 1.5": [0.3, 1.5, 0.0, 0.0, 0.0],
+        "one-hot group of columns [2, 3, 4] (first: values [1.0, 1.0, 0.0]": [0.3, 1.0, 1.0, 1.0, 0.0],
+    }
+    for message, row in cases.items():
+        problem = fs.violation(np.vstack([ok, row]))
+        assert problem is not None and message in problem, (message, problem)
+        assert fs.violation(np.vstack([ok, row]), exact=False) == (problem if "box" in message else None)
+    assert fs.violation(np.array([[0.3, 1.0 + 1e-12, 0.0, 1.0, 0.0]])) is None  # within the tolerance

@@ -46,7 +46,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except click.UsageError as exc:  # one line, with the hint where to look, not the usage block
         command = exc.ctx.command_path if exc.ctx is not None else "poisonbench"
-        click.echo(f"Error: {exc.format_message()} (see '{command} --help')", err=True)
+        message = " ".join(exc.format_message().split())  # click's choice lists span lines
+        click.echo(f"Error: {message} (see '{command} --help')", err=True)
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
         exc.show()

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
 
 from poisonbench import hookimpl
 from poisonbench.attack import PoisonBatch
+from poisonbench.dataset import FeasibleSet
+from poisonbench.testing import toy_dataset
 
 
 class RaisingAttack:
@@ -170,6 +173,42 @@ class WideningAttack:
         yield PoisonBatch(np.full((1, fs.n_features), 1e6), np.ones(1))
 
 
+class FractionalAttack:
+    """Poisons of 0.51 in every feature: inside a [0, 1] box, but not integer and not one-hot."""
+
+    name = "fault-fractional"
+    needs_budget = False
+
+    def poison(self, scenario):
+        yield PoisonBatch(np.full((1, scenario.dataset.n_features), 0.51), np.ones(1))
+
+
+def tiny_coded(seed: int = 0, n: int = 40):
+    """The toy blobs plus an integer feature (0..3) and a one-hot group of three columns (first
+    level dropped: at most one 1), like Adult's encoding."""
+    base = toy_dataset(n=n, d=2, seed=seed)
+    rng = np.random.default_rng(seed + 1)
+
+    def coded(X):
+        level = rng.integers(0, 3, len(X))
+        onehot = np.zeros((len(X), 3))
+        onehot[level > 0, level[level > 0]] = 1.0
+        return np.hstack([X, rng.integers(0, 4, (len(X), 1)), onehot])
+
+    d = 6
+    feasible = FeasibleSet(
+        np.zeros(d), np.array([1.0, 1.0, 3.0, 1.0, 1.0, 1.0]), integer=np.arange(d) >= 2, onehot_groups=((3, 4, 5),)
+    )
+    return dataclasses.replace(
+        base,
+        X_train=coded(base.X_train),
+        X_test=coded(base.X_test),
+        X_val=coded(base.X_val),
+        feasible=feasible,
+        subpopulations={},
+    )
+
+
 class _LyingModel:
     def __init__(self, model, labels):
         self.model, self.labels = model, labels
@@ -218,8 +257,14 @@ def register_attacks(register):
         MemoryHogAttack,
         TamperingAttack,
         WideningAttack,
+        FractionalAttack,
     ):
         register(attack)
+
+
+@hookimpl
+def register_datasets(register):
+    register(tiny_coded, name="tiny-coded")
 
 
 @hookimpl
