@@ -264,7 +264,7 @@ def test_budget_needing_attack_runs_once_per_budget(tmp_path, host):
         ),
         (
             'name = "fault-bad"\nparams = { mode = "infeasible" }',
-            "attack 'fault-bad': 1 poison(s) outside the feasible set (first: feature 0 = 6",
+            "attack 'fault-bad': 1 poison(s) outside the feasible box (first: feature 0 = 6",
         ),
         (
             'name = "fault-bad"\nparams = { mode = "overbudget" }',
