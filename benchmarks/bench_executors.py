@@ -84,6 +84,7 @@ def main() -> None:
     for cpus in (1, 2):
         t0 = time.perf_counter()
         ray.init(
+            address="local",
             num_cpus=cpus,
             object_store_memory=128 * 1024**2,
             include_dashboard=False,

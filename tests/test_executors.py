@@ -167,6 +167,7 @@ def ray_local():
         "POISONBENCH_LOAD_PLUGINS": "",
     }
     ray.init(
+        address="local",  # never a cluster another test or 'ray start' left behind
         num_cpus=2,
         object_store_memory=100 * 1024**2,
         include_dashboard=False,
