@@ -71,11 +71,9 @@ def check_dataset(factory: Callable[..., Dataset], **params: Any) -> Dataset:
     assert isinstance(first, Dataset), f"dataset factory returned {type(first).__name__}, expected Dataset"
     second = factory(seed=0, **params)
     assert first.digest() == second.digest(), "dataset is not deterministic under seed=0"
-    for split in ("X_train", "X_val", "X_test"):
-        X = getattr(first, split)
-        assert X is None or first.feasible.contains(X).all(), (
-            f"{split}: points lie outside the dataset's own feasible set"
-        )
+    # the training points must be feasible (attacks copy them); a box taken from the training
+    # rows may leave test points outside, which is allowed
+    assert first.feasible.contains(first.X_train).all(), "training points lie outside the dataset's own feasible set"
     return first
 
 
