@@ -25,10 +25,13 @@ from typing import Any
 import pyarrow as pa
 
 #: Version of the row schema, stored in every Parquet file's metadata.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: Columns added by each schema version after the first: a file of an older version is read
 #: with these columns null (they were not measured then).
-ADDED_COLUMNS: dict[int, tuple[str, ...]] = {2: ("fit_gap", "fit_converged", "diagnostics_n_poisons", "code_hash")}
+ADDED_COLUMNS: dict[int, tuple[str, ...]] = {
+    2: ("fit_gap", "fit_converged", "diagnostics_n_poisons", "code_hash"),
+    3: ("lower_bound_induced",),
+}
 
 #: (column, Arrow type, meaning). The order is the column order of the Parquet files.
 COLUMNS: tuple[tuple[str, pa.DataType, str], ...] = (
@@ -79,7 +82,18 @@ COLUMNS: tuple[tuple[str, pa.DataType, str], ...] = (
     ),
     ("max_loss_diff", pa.float64(), "attack diagnostic: loss-based distance (MTP Definition 1)"),
     ("param_distance", pa.float64(), "attack diagnostic: ‖θ_t − θ_p‖₂"),
-    ("lower_bound", pa.float64(), "attack diagnostic: running max of z(θ_t) (MTP Theorem 2)"),
+    (
+        "lower_bound",
+        pa.float64(),
+        "attack diagnostic: running max of z(θ_t) toward the run's own target θ_p (MTP Theorem 2): poisons "
+        "needed to reach θ_p exactly, which can exceed the poisons used",
+    ),
+    (
+        "lower_bound_induced",
+        pa.float64(),
+        "attack diagnostic: the paper's certified bound for the model this row's poisons induce (a second "
+        "Algorithm 1 run toward it, MTP Section 4.3); never above n_poisons when certified",
+    ),
     ("diagnostics", pa.string(), "every latest attack diagnostic (JSON)"),
     ("hyperparameters", pa.string(), "the defence's hyperparameters (JSON)"),
     ("wall_seconds", pa.float64(), "seconds since the trial started, when the row was recorded"),
@@ -105,9 +119,10 @@ METRIC_COLUMNS = (
     "max_loss_diff",
     "param_distance",
     "lower_bound",
+    "lower_bound_induced",
 )
 #: Attack diagnostics copied into columns of their own (the rest stay in ``diagnostics``).
-DIAGNOSTIC_COLUMNS = ("max_loss_diff", "param_distance", "lower_bound")
+DIAGNOSTIC_COLUMNS = ("max_loss_diff", "param_distance", "lower_bound", "lower_bound_induced")
 
 
 def to_json(value: Any) -> str:

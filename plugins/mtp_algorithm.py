@@ -166,8 +166,10 @@ class _OnlineRun:
             search_s = time.perf_counter() - t0
             self.previous_x = best.x
             diagnostics = self._measure(best, fit_s, search_s)
+            stop = self._stops(diagnostics)
+            diagnostics["final"] = stop  # the run ends after this batch
             yield PoisonBatch(new_X, new_y, diagnostics)
-            if self._stops(diagnostics):
+            if stop:
                 return
             new_X, new_y = self._add(best)
             fit_s = self._fit(warm=self.model)

@@ -121,6 +121,36 @@ def test_lower_bound_never_exceeds_the_poisons_that_induced_the_model(svm_case):
         assert np.nanmax(lb.curve) == pytest.approx(lb.value)
 
 
+def test_attacks_report_the_induced_bound_on_their_last_batch(svm_case, tmp_path):
+    """``bound_induced``: MTP's last batch (budget spent or ε-close) and KKT's batch carry the
+    paper's bound for the model their poisons induce: certified, ≤ the poisons used, and equal
+    to a separate certified_lower_bound run toward that model."""
+    from poisonbench.plugins.attacks.kkt import KKTAttack
+
+    scenario, target = svm_case
+    path = tmp_path / "target.npz"
+    save_target(path, target)
+    for budget, epsilon in ((40, None), (400, 0.05)):
+        attack = ModelTargetedPoisoning(target=f"file:{path}", epsilon=epsilon, bound_induced=True, bound_epsilon=0.01)
+        batches = list(
+            attack.poison(Scenario(scenario.dataset, scenario.learner, budget=budget, subpopulation="corner"))
+        )
+        final = batches[-1].diagnostics
+        assert final["final"] and not any("lower_bound_induced" in b.diagnostics for b in batches[:-1])
+        used = sum(len(b) for b in batches)
+        assert (used == budget) == (epsilon is None)  # stopped by the budget, then by ε-closeness
+        induced, _ = _induced(scenario, batches)
+        again = certified_lower_bound(
+            Scenario(scenario.dataset, scenario.learner, budget=budget), induced, epsilon=0.01, max_poisons=budget
+        )
+        assert final["lower_bound_induced_certified"] and 0 < final["lower_bound_induced"] <= used
+        assert final["lower_bound_induced"] == again.poisons_at_least
+        assert final["lower_bound_induced_value"] == pytest.approx(again.value, rel=1e-9)
+    kkt = KKTAttack(target=f"file:{path}", bound_induced=True)
+    (batch,) = kkt.poison(Scenario(scenario.dataset, scenario.learner, budget=30))
+    assert batch.diagnostics["lower_bound_induced_certified"] and 0 < batch.diagnostics["lower_bound_induced"] <= 30
+
+
 def test_theorem2_z_uses_the_learners_own_loss():
     data = toy_dataset()
     learner = LogisticRegression()

@@ -180,6 +180,28 @@ def test_every_committed_row_was_produced_by_the_current_plugin_code():
     assert stale == [], f"campaigns with rows from other plugin code: {stale}"
 
 
+def test_every_campaign_file_is_exactly_its_committed_trials():
+    """The store holds each paper campaign as its file expands today: no trial missing (a
+    changed configuration), none left over from an earlier version of the file."""
+    host = host_for(())
+    store = Store(STORE)
+    for path in sorted(CAMPAIGNS.glob("paper-*.toml")):
+        campaign = load_campaign(path)
+        expected = {t.trial_id for t in campaign.iter_trials(host.registry)}
+        assert set(store.finished(campaign.name)) == expected, path.name
+
+
+def test_the_induced_bound_never_exceeds_the_poisons_used():
+    """Theorem 2 for the induced model: a certified bound on the poisons needed to induce the
+    model that ``n_poisons`` poisons did induce is at most ``n_poisons``."""
+    rows = Store(STORE).read(columns=["campaign", "kind", "n_poisons", "lower_bound_induced", "diagnostics"])
+    bounded = [r for r in rows.to_pylist() if r["kind"] == "checkpoint" and r["lower_bound_induced"] is not None]
+    assert bounded, "no committed row has the induced bound"
+    for r in bounded:
+        if json.loads(r["diagnostics"]).get("lower_bound_induced_certified"):
+            assert r["lower_bound_induced"] <= r["n_poisons"], r
+
+
 def test_the_spread_file_covers_every_cell():
     assert set(json.loads(SPREAD_FILE.read_text(encoding="utf-8"))["cells"]) == set(CELLS)
 

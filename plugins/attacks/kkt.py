@@ -47,6 +47,7 @@ from poisonbench.capabilities import LinearModelLearner, require
 from poisonbench.dataset import FeasibleSet
 from poisonbench.learner import Learner, Model, require_certified
 from poisonbench.params import declare
+from poisonbench.plugins.lower_bound import induced_bound
 from poisonbench.plugins.targets import parse_spec
 
 #: cvxpy solvers tried in order for each split (all license-free).
@@ -126,6 +127,8 @@ class _Candidate:
         "learning_rate": Param(
             float, "logistic: step size as a fraction of each feature's box width", low=0, low_open=True
         ),
+        "bound_induced": Param(bool, "also certify the MTP paper's lower bound for the induced model (Table 3)"),
+        "bound_epsilon": Param(float, "ε of the bound's MTP run toward the induced model", low=0, low_open=True),
     }
 )
 class KKTAttack:
@@ -142,7 +145,10 @@ class KKTAttack:
         restarts: int = 4,
         max_steps: int = 2000,
         learning_rate: float = 0.05,
+        bound_induced: bool = False,
+        bound_epsilon: float = 0.01,
     ) -> None:
+        self.bound_induced, self.bound_epsilon = bound_induced, bound_epsilon
         self.target = target
         self.split_step = float(split_step)
         self.margin_tol = float(margin_tol)
@@ -179,13 +185,12 @@ class KKTAttack:
         n_pos, n_neg = best.n_pos, n - best.n_pos
         X_p = np.vstack([np.repeat(x_pos[None], n_pos, 0), np.repeat(x_neg[None], n_neg, 0)])
         y_p = np.concatenate([np.ones(n_pos), -np.ones(n_neg)])
-        yield PoisonBatch(
-            X_p,
-            y_p,
-            self._diagnostics(
-                scenario, target, best, best_value, best_points, len(splits), failed, time.perf_counter() - start
-            ),
+        diagnostics = self._diagnostics(
+            scenario, target, best, best_value, best_points, len(splits), failed, time.perf_counter() - start
         )
+        if self.bound_induced:
+            diagnostics.update(induced_bound(scenario, X_p, y_p, self.bound_epsilon))
+        yield PoisonBatch(X_p, y_p, diagnostics)
 
     def _target_model(self, scenario: Scenario) -> Model:
         if isinstance(self.target, Model):

@@ -12,9 +12,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
+
 from poisonbench import Param, PoisonBatch, Scenario, hookimpl
 from poisonbench.learner import Model
 from poisonbench.params import declare
+from poisonbench.plugins.lower_bound import induced_bound
 from poisonbench.plugins.max_loss_diff import ONEHOT_MODES, SOLVERS
 from poisonbench.plugins.mtp_algorithm import MTPSettings, run_mtp
 from poisonbench.plugins.targets import check_grid, make_target, parse_spec
@@ -42,6 +45,16 @@ from poisonbench.plugins.targets import check_grid, make_target, parse_spec
             list, "repeat counts of the target heuristic", optional=True, check=lambda v: check_grid(v, integer=True)
         ),
         "target_flip_source": Param(str, "split the target heuristic flips", choices=("test", "train")),
+        "bound_induced": Param(
+            bool, "after the attack stops, certify the paper's lower bound for the induced model (Section 4.3)"
+        ),
+        "bound_epsilon": Param(
+            float,
+            "ε of the bound's run toward the induced model (default: epsilon, else 0.01)",
+            low=0,
+            low_open=True,
+            optional=True,
+        ),
     }
 )
 class ModelTargetedPoisoning:
@@ -71,8 +84,12 @@ class ModelTargetedPoisoning:
         target_quantiles: list[float] | None = None,
         target_repeats: list[int] | None = None,
         target_flip_source: str = "test",
+        bound_induced: bool = False,
+        bound_epsilon: float | None = None,
     ) -> None:
         self.target = target
+        self.bound_induced = bound_induced
+        self.bound_epsilon = bound_epsilon if bound_epsilon is not None else (epsilon or 0.01)
         self.settings = MTPSettings(
             epsilon=epsilon,
             copies=copies,
@@ -94,14 +111,22 @@ class ModelTargetedPoisoning:
         return make_target(self.target, scenario, **self.target_params)
 
     def poison(self, scenario: Scenario) -> Iterator[PoisonBatch]:
-        """Yield one batch per iteration of Algorithm 1 (the first one empty: the clean model)."""
+        """Yield one batch per iteration of Algorithm 1 (the first one empty: the clean model);
+        with ``bound_induced`` the last batch also carries the bound for the model it induces."""
         target = self.target_model(scenario)
+        poisons: list[PoisonBatch] = []
         for i, batch in enumerate(run_mtp(scenario, target, self.settings)):
             if i == 0:
                 batch.diagnostics.update(
                     target=self.target,
                     target_test_accuracy=target.accuracy(scenario.dataset.X_test, scenario.dataset.y_test),
                 )
+            poisons.append(batch)
+            if self.bound_induced and batch.diagnostics.get("final"):
+                X_p = np.concatenate([b.X for b in poisons])
+                y_p = np.concatenate([b.y for b in poisons])
+                s = self.settings
+                batch.diagnostics.update(induced_bound(scenario, X_p, y_p, self.bound_epsilon, s.solver, s.onehot))
             yield batch
 
 
