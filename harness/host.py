@@ -43,6 +43,7 @@ BUILTIN_PLUGINS = (
     "poisonbench.plugins.defences.l2",
     "poisonbench.plugins.defences.none",
     "poisonbench.plugins.attacks.kkt",
+    "poisonbench.plugins.attacks.koh_label_flip",
     "poisonbench.plugins.attacks.label_flip",
     "poisonbench.plugins.attacks.mtp",
     "poisonbench.plugins.attacks.rmd",

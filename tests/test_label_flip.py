@@ -99,3 +99,38 @@ def test_registered_as_incremental():
     registry = load_host(load_external=False).registry
     for name in ("label-flip", "subpop-label-flip"):
         assert registry.get("attacks", name).factory.needs_budget is False
+
+
+def test_koh_label_flip_yields_the_target_heuristics_flip_set(tmp_path, monkeypatch):
+    """Its poisons induce exactly the target model (same objective as the heuristic's weighted
+    fit), ``koh_poisons`` = n_flipped × repeat, and a smaller budget takes whole passes first."""
+    from poisonbench.attack import Scenario
+    from poisonbench.plugins.attacks.koh_label_flip import KohLabelFlip
+    from poisonbench.plugins.learners.linear import LinearSVM
+    from poisonbench.plugins.targets import make_target
+    from poisonbench.testing import check_attack, toy_dataset
+
+    monkeypatch.setenv("POISONBENCH_CACHE", str(tmp_path))
+    data = toy_dataset(n=120, d=4, seed=1)
+    grid = {"target_quantiles": [0.1, 0.3, 0.5], "target_repeats": [1, 3, 5]}
+    for spec in ("error:0.2", "error:0.2:improved"):
+        scenario = Scenario(data, LinearSVM())
+        target = make_target(spec, scenario, quantiles=grid["target_quantiles"], repeats=grid["target_repeats"])
+        attack = KohLabelFlip(target=spec, **grid)
+        batches = list(attack.poison(scenario))
+        info = batches[-1].diagnostics
+        assert info["koh_poisons"] == info["n_flipped"] * info["repeat"] == sum(len(b) for b in batches)
+        assert len(batches) == info["repeat"] and (info["quantile"], info["repeat"]) == (
+            target.info["quantile"],
+            target.info["repeat"],
+        )
+        X = np.vstack([data.X_train] + [b.X for b in batches])
+        y = np.concatenate([data.y_train] + [b.y for b in batches])
+        learner = LinearSVM()
+        induced = learner.fit(X, y)
+        assert learner.objective(induced, X, y) == pytest.approx(learner.objective(target, X, y), rel=1e-8)
+        assert induced.accuracy(data.X_test, data.y_test) == pytest.approx(target.info["test_accuracy"])
+        short = check_attack(KohLabelFlip(target=spec, **grid), data, budget=info["n_flipped"] + 1)
+        assert [len(b) for b in short] == [info["n_flipped"], 1][: len(short)]
+    with pytest.raises(ValueError, match="needs a heuristic target"):
+        KohLabelFlip(target="file:x.npz")
