@@ -18,18 +18,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from poisonbench.campaign import budget_spec
+from poisonbench.results import METRIC_COLUMNS
 
 GROUP = ("campaign", "dataset_label", "learner_label", "defence_label", "subpopulation")
 ENTRY = (*GROUP, "attack_label", "budget_spec")
-METRICS = (
-    "test_accuracy",
-    "subpop_accuracy",
-    "lambda",
-    "max_loss_diff",
-    "param_distance",
-    "lower_bound",
-    "lower_bound_induced",
-)
+METRICS = METRIC_COLUMNS
 #: Output names of the key columns (labels shown under their kind's name).
 DISPLAY = {
     "dataset_label": "dataset",

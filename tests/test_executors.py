@@ -15,6 +15,7 @@ from poisonbench.executors.local import LocalExecutor
 from poisonbench.executors.ray_executor import RayExecutor, check_resources
 from poisonbench.host import load_host
 from poisonbench.leaderboards.store import Store
+from poisonbench.results import METRIC_COLUMNS
 
 TESTS = Path(__file__).parent
 PLUGINS = ("plugins_for_tests.toy", "plugins_for_tests.faulty")
@@ -26,12 +27,7 @@ METRICS = (
     "budget",
     "n_poisons",
     "status",
-    "test_accuracy",
-    "subpop_accuracy",
-    "lambda",
-    "max_loss_diff",
-    "param_distance",
-    "lower_bound",
+    *METRIC_COLUMNS,
     "diagnostics",
 )
 
