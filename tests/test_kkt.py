@@ -52,6 +52,7 @@ def test_hinge_recovers_an_attainable_target(data):
     assert diag["kkt_objective"] < 1e-8
     assert diag["param_distance"] < 1e-6
     assert diag["param_distance"] <= diag["param_distance_bound"] + 1e-9
+    assert diag["max_loss_diff_exact"] and 0 <= diag["max_loss_diff"] < 1e-5  # the target is reached
     assert diag["solver"] in ("CLARABEL", "SCS") and diag["splits_failed"] == 0
     # n₊ identical copies of x₊ then n₋ of x₋
     n_pos = diag["n_pos"]

@@ -48,6 +48,7 @@ from poisonbench.dataset import FeasibleSet
 from poisonbench.learner import Learner, Model, require_certified
 from poisonbench.params import declare
 from poisonbench.plugins.lower_bound import induced_bound
+from poisonbench.plugins.max_loss_diff import MaxLossDiffSolver
 from poisonbench.plugins.targets import parse_spec
 
 #: cvxpy solvers tried in order for each split (all license-free).
@@ -274,9 +275,13 @@ class KKTAttack:
             "solver": best.solver,
             "param_distance": float(np.linalg.norm(model.theta - target.theta)),
             "test_accuracy": model.accuracy(data.X_test, data.y_test),
+            "max_loss_diff": None,
             "target_test_accuracy": target.accuracy(data.X_test, data.y_test),
             "wall_seconds": seconds,
         }
+        if _loss_kind(learner) == _HINGE:  # the exact loss-based distance (MTP Definition 1), for Fig. 1
+            distance = MaxLossDiffSolver(_HINGE, data.feasible)(model.theta, target.theta)
+            out.update(max_loss_diff=distance.value, max_loss_diff_exact=distance.exact)
         if learner.regularise_bias:
             out["param_distance_bound"] = value / learner.C_R
         if scenario.subpopulation is not None:
