@@ -69,6 +69,22 @@ def test_fixed_mode_keeps_the_defence_lambda_and_learned_mode_moves_it():
     assert learned[-1].diagnostics["lambda"] != 1.5
 
 
+def test_beta_scales_the_gradient_of_the_mean_or_the_summed_validation_loss():
+    """One clean λ step from the same λ0: the summed scale moves λ n_val (20) times as far as
+    the mean scale (the default, on which the paper's β = 0.99 gives a steady trajectory)."""
+    ds = gaussians()
+    step = dict(hyperiterations=1, clean_iterations=1, alpha=0.5, beta=0.05, lam0=0.0)
+    moves = {
+        scale: list(RMDAttack(beta_scale=scale, **step).poison(Scenario(ds, LEARNER, budget=2)))[0].diagnostics[
+            "lambda"
+        ]
+        for scale in ("mean", "sum")
+    }
+    assert moves["mean"] != 0.0
+    assert moves["sum"] == pytest.approx(len(ds.y_val) * moves["mean"], rel=1e-9)
+    assert RMDAttack().beta_scale == "mean"
+
+
 def test_per_layer_lambda_for_mlp_and_convex_logistic_surrogate():
     ds = gaussians()
     mlp = TorchMLP(hidden=[4, 3], steps=10, lr=0.1)

@@ -9,7 +9,15 @@ poisons (Algorithm 1 with ``initXp`` of appendix B)::
           projected onto the feasible box
     repeat hyperiterations times:
         X_p ← Π_box(X_p + α ∇_{X_p} A)          (reverse mode through the T steps, Algorithm 2)
-        Λ   ← Π_[lam_min, lam_max](Λ − β ∇_Λ A)  (skipped when learn_lambda = false)
+        Λ   ← Π_[lam_min, lam_max](Λ − β ∇_Λ Ā)  (skipped when learn_lambda = false)
+
+**The scale of β.** ``A`` is the summed validation loss and ``Ā = A / n_val`` its mean
+(``beta_scale = "mean"``, the default): eq. 5 does not say which, but only the mean lets the
+paper's Table 2 setting β = 0.99 work. With the sum, each λ step is n_val (256) times larger: λ
+climbs to its upper bound log 200 within three steps, the next gradient throws it to −8, where
+∂A/∂λ ∝ e^λ ≈ 0 holds it (measured; ``beta_scale = "sum"`` keeps that behaviour). The poison
+step α stays on the summed scale, where the paper's α = 0.99 moves MNIST pixels visibly
+(module :mod:`poisonbench.plugins.bilevel.inner`).
 
 Batches are cumulative: earlier poisons stay fixed in the training set and Λ carries over.
 Before the first batch, ``clean_iterations`` descent steps on Λ with no poison give the
@@ -55,6 +63,9 @@ from poisonbench.plugins.l2_strength import LOG_200, is_lambda_native, lambda_of
         "clean_iterations": Param(int, "λ steps on the clean data before the first batch", low=0),
         "alpha": Param(float, "poison step size α (eq. 3)", low=0, low_open=True),
         "beta": Param(float, "λ step size β (eq. 5)", low=0, low_open=True),
+        "beta_scale": Param(
+            str, "β multiplies the gradient of the mean (default) or summed validation loss", choices=("mean", "sum")
+        ),
         "inner_steps": Param(int, "T, gradient steps of the surrogate (convex learners)", low=1),
         "inner_lr": Param(float, "η, step size of the surrogate (convex learners)", low=0, low_open=True),
         "resample_w0": Param(bool, "a new initialisation per hyperiteration (default: for networks)", optional=True),
@@ -80,6 +91,7 @@ class RMDAttack:
         clean_iterations: int = 50,
         alpha: float = 0.99,
         beta: float = 0.99,
+        beta_scale: str = "mean",
         inner_steps: int = 150,
         inner_lr: float = 0.1,
         resample_w0: bool | None = None,
@@ -92,7 +104,7 @@ class RMDAttack:
         self.learn_lambda, self.lam0 = bool(learn_lambda), lam0
         self.lam_min, self.lam_max = float(lam_min), float(lam_max)
         self.hyperiterations, self.clean_iterations = int(hyperiterations), int(clean_iterations)
-        self.alpha, self.beta = float(alpha), float(beta)
+        self.alpha, self.beta, self.beta_scale = float(alpha), float(beta), beta_scale
         self.inner_steps, self.inner_lr = int(inner_steps), float(inner_lr)
         self.resample_w0, self.device, self.dtype = resample_w0, device, dtype
 
@@ -155,6 +167,8 @@ class RMDAttack:
 
         def descend_lambda(X_p: Any, lam: Any) -> Any:
             g = rmd(P, w0(), X_p, lam, wrt=("lam",)).lam
+            if self.beta_scale == "mean":
+                g = g / len(ds.y_val)
             return torch.clamp(lam - self.beta * g, self.lam_min, self.lam_max)
 
         def diagnostics(X_p: Any, lam: Any, started: float, iterations: int) -> dict[str, Any]:
