@@ -86,20 +86,20 @@ def run(
 ) -> None:
     """Run the trials of CAMPAIGN_FILE not yet in the store; print a summary table."""
     host = get_host(ctx)
-    campaign = _load(campaign_file, host)
+    campaign, trials = _load(campaign_file, host)
     store = Store(store_dir)
     with warnings_to_stderr():
         finished = store.finished(campaign.name)
     if dry_run:
         total = todo = 0
-        for t in _trials(campaign, host):
+        for t in trials:
             state = finished.get(t.trial_id, "todo")
             click.echo(f"{state:6}  {t.describe()}")
             total += 1
             todo += state == "todo" or (state == "failed" and retry_failed)
         click.echo(f"{total} trial(s), {todo} to run (dry run: nothing executed)")
         return
-    pending, skip_ok, skip_failed = select_trials(_trials(campaign, host), finished, retry_failed)
+    pending, skip_ok, skip_failed = select_trials(trials, finished, retry_failed)
     plugin_modules = tuple(ctx.ensure_object(dict).get("plugin_modules", ()))
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
@@ -110,8 +110,16 @@ def run(
         else:
             with warnings_to_stderr(), campaign_lock(store, campaign.name, lock_waiting(campaign.name)):
                 store.write_campaign(campaign.name, _campaign_payload(campaign))
-                trials = _trials(campaign, host)
-                report = run_campaign(campaign.name, trials, runner, store, host, retry_failed, StderrProgress())
+                report = run_campaign(
+                    campaign.name,
+                    pending,  # re-checked inside the lock: another run may have finished some
+                    runner,
+                    store,
+                    host,
+                    retry_failed,
+                    StderrProgress(),
+                    skipped=(skip_ok, skip_failed),
+                )
                 files = store.files(campaign.name)
                 if files.parts or len(files.trials) >= COMPACT_AT:  # keep the folder one row per trial
                     store.compact(campaign.name)
@@ -127,19 +135,12 @@ def _exit_on_sigterm(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)
 
 
-def _load(path: Path, host: Any) -> Campaign:
-    """The campaign file, validated (its grid is expanded later, one trial at a time)."""
+def _load(path: Path, host: Any) -> tuple[Campaign, Iterator[Trial]]:
+    """The campaign file, validated and its data files hashed once, with its grid as an
+    iterator (expanded one trial at a time, consumed once)."""
     try:
         campaign = load_campaign(path)
-        campaign.iter_trials(host.registry)
-        return campaign
-    except (CampaignError, UnknownNameError) as exc:
-        raise UserError(str(exc)) from None
-
-
-def _trials(campaign: Campaign, host: Any) -> Iterator[Trial]:
-    try:
-        return campaign.iter_trials(host.registry)
+        return campaign, campaign.iter_trials(host.registry)
     except (CampaignError, UnknownNameError) as exc:
         raise UserError(str(exc)) from None
 

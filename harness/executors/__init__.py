@@ -103,10 +103,15 @@ def run_campaign(
     host: PluginHost,
     retry_failed: bool = False,
     progress: Progress | None = None,
+    skipped: tuple[int, int] = (0, 0),
 ) -> CampaignReport:
-    """Run the trials of ``campaign`` not yet in ``store`` (a :class:`poisonbench.leaderboards.store.Store`)."""
+    """Run the trials of ``campaign`` not yet in ``store`` (a :class:`poisonbench.leaderboards.store.Store`).
+
+    ``skipped`` = ``(ok, failed)`` trials a caller already found in the store and left out of
+    ``trials`` (counted in the report; ``trials`` is checked against the store again here)."""
     t0 = time.perf_counter()
     todo, skip_ok, skip_failed = select_trials(trials, store.finished(campaign), retry_failed)
+    skip_ok, skip_failed = skip_ok + skipped[0], skip_failed + skipped[1]
     report = CampaignReport(campaign, len(todo) + skip_ok + skip_failed, skip_ok, skip_failed)
     if progress is not None:
         progress.start(campaign, len(todo), skip_ok + skip_failed)
