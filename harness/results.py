@@ -25,12 +25,13 @@ from typing import Any
 import pyarrow as pa
 
 #: Version of the row schema, stored in every Parquet file's metadata.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 #: Columns added by each schema version after the first: a file of an older version is read
 #: with these columns null (they were not measured then).
 ADDED_COLUMNS: dict[int, tuple[str, ...]] = {
     2: ("fit_gap", "fit_converged", "diagnostics_n_poisons", "code_hash"),
     3: ("lower_bound_induced",),
+    4: ("n_removed_poisons", "n_removed_clean"),
 }
 
 #: (column, Arrow type, meaning). The order is the column order of the Parquet files.
@@ -69,6 +70,8 @@ COLUMNS: tuple[tuple[str, pa.DataType, str], ...] = (
     ("subpop_accuracy", pa.float64(), "accuracy on the subpopulation's test points (null without one)"),
     ("lambda", pa.float64(), "the defence's 'lambda' hyperparameter (log L2 strength), when reported"),
     ("n_removed", pa.int64(), "training rows the defence removed (null when it reports none)"),
+    ("n_removed_poisons", pa.int64(), "poisons among the removed rows (a sanitiser's true positives)"),
+    ("n_removed_clean", pa.int64(), "clean training points among the removed rows (false positives)"),
     (
         "fit_gap",
         pa.float64(),
@@ -120,6 +123,9 @@ METRIC_COLUMNS = (
     "param_distance",
     "lower_bound",
     "lower_bound_induced",
+    "n_removed",
+    "n_removed_poisons",
+    "n_removed_clean",
 )
 #: Attack diagnostics copied into columns of their own (the rest stay in ``diagnostics``).
 DIAGNOSTIC_COLUMNS = ("max_loss_diff", "param_distance", "lower_bound", "lower_bound_induced")

@@ -157,6 +157,32 @@ def measured_accuracy(model: Any, X: np.ndarray, y: np.ndarray, trial: Trial) ->
     return float(np.mean(pred == y))
 
 
+def removed_counts(kept: Any, n_clean: int, n_poisons: int, who: str) -> tuple[int | None, int | None, int | None]:
+    """``(removed, poisons removed, clean removed)`` from a defence's kept rows over the
+    ``n_clean + n_poisons`` training rows (the poisons are the last ``n_poisons``): a boolean
+    mask of that length, or distinct row indices. ``(None,) * 3`` when the defence reports none;
+    ComponentError for anything else (a defence cannot claim rows that do not exist)."""
+    if kept is None:
+        return None, None, None
+    total = n_clean + n_poisons
+    arr = np.asarray(kept)
+    if arr.dtype == bool and arr.shape == (total,):
+        mask = arr
+    elif arr.ndim == 1 and np.issubdtype(arr.dtype, np.integer) and np.unique(arr).size == arr.size:
+        if arr.size and (arr.min() < 0 or arr.max() >= total):
+            raise ComponentError(f"{who}: kept row indices outside 0..{total - 1}")
+        mask = np.zeros(total, dtype=bool)
+        mask[arr] = True
+    else:
+        raise ComponentError(
+            f"{who}: kept must be a boolean mask of the {total} training rows or distinct row indices, "
+            f"got {arr.dtype} of shape {arr.shape}"
+        )
+    removed_poisons = int(n_poisons - mask[n_clean:].sum())
+    removed_clean = int(n_clean - mask[:n_clean].sum())
+    return removed_poisons + removed_clean, removed_poisons, removed_clean
+
+
 def _target(params: dict[str, Any]) -> str | None:
     target = params.get("target")
     return None if target is None else str(target)
@@ -210,6 +236,9 @@ class _TrialRun:
         self.base.update(n_train=ds.n_train)
         learner = self._create("learner")
         defence = self._create("defence")
+        if callable(getattr(defence, "calibrate", None)):
+            self.stage = ("defence", t.defence.name)
+            defence.calibrate(learner, ds.X_train.copy(), ds.y_train.copy())
         attack = self._create("attack")
         self.stage = ("budgets", "")
         resolved = sorted(((resolve_budget(b, ds.n_train), i, b) for i, b in enumerate(t.budgets)))
@@ -324,11 +353,7 @@ class _TrialRun:
         )
         gap, converged = fit_certificate(model)
         gap = finite_or_none(gap)
-        kept = getattr(fit, "kept", None)
-        removed = None
-        if kept is not None:
-            kept = np.asarray(kept)
-            removed = int(len(ds.y_train) + n - (kept.sum() if kept.dtype == bool else kept.size))
+        removed = removed_counts(getattr(fit, "kept", None), len(ds.y_train), n, f"defence {self.trial.defence.name!r}")
         sub_acc = None
         if self.sub_test is not None:
             sub_acc = measured_accuracy(model, ds.X_test[self.sub_test], ds.y_test[self.sub_test], self.trial)
@@ -338,7 +363,9 @@ class _TrialRun:
             "test_accuracy": finite_or_none(measured_accuracy(model, ds.X_test, ds.y_test, self.trial)),
             "subpop_accuracy": finite_or_none(sub_acc),
             "lambda": finite_or_none(hyper.get("lambda")),
-            "n_removed": removed,
+            "n_removed": removed[0],
+            "n_removed_poisons": removed[1],
+            "n_removed_clean": removed[2],
             "fit_gap": gap,
             "fit_converged": converged,
             "hyperparameters": to_json(hyper),
