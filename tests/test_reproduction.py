@@ -22,6 +22,7 @@ import dataclasses
 import json
 import math
 import os
+import runpy
 from pathlib import Path
 
 import pyarrow.compute as pc
@@ -54,7 +55,29 @@ CELLS: dict[str, tuple[str, int | None, dict[str, str], str | None]] = {
     "adult-kkt-lr": ("paper-adult-kkt-lr-cluster-7.toml", None, {"attacks": "kkt"}, "cluster-7"),
     "rmd-fig2-fixed-lambda-minus-8": ("paper-rmd-fig2-fixed.toml", 10, {"defences": "fixed-l2(lam=-8.0)"}, None),
     "rmd-fig2-learned-clean": ("paper-rmd-fig2-learned.toml", 0, {}, None),
-    "rmd-mlp-clean": ("paper-rmd-mlp.toml", 0, {}, None),
+    "rmd-mlp-clean": ("paper-rmd-mlp.toml", 0, {"attacks": 'rmd(beta_scale="mean")'}, None),
+    "rmd-mlp-fixed-clean": ("paper-rmd-mlp-fixed.toml", 0, {}, None),
+    "adult-kkt-svm-cluster-10": ("paper-adult-kkt-svm-cluster-10.toml", None, {"attacks": "kkt"}, "cluster-10"),
+    "adult-kkt-svm-cluster-19": ("paper-adult-kkt-svm-cluster-19.toml", None, {"attacks": "kkt"}, "cluster-19"),
+    "adult-kkt-lr-cluster-4": ("paper-adult-kkt-lr-cluster-4.toml", None, {"attacks": "kkt"}, "cluster-4"),
+    "adult-kkt-lr-cluster-19": ("paper-adult-kkt-lr-cluster-19.toml", None, {"attacks": "kkt"}, "cluster-19"),
+    "adult-svm-labelflip-table7": ("paper-adult-labelflip-svm.toml", None, {}, "cluster-7"),
+    "adult-lr-labelflip-table7": ("paper-adult-labelflip-lr.toml", None, {}, "cluster-7"),
+    "mnist-kohflip-10%": ("paper-mnist-kohflip.toml", 20, {"attacks": 'koh-label-flip(target="error:0.1")'}, None),
+    "mnist-convergence-kkt": ("paper-mnist-convergence.toml", 10, {"attacks": "kkt"}, None),
+    "mnist-mtp-svm-10%": ("paper-mnist-mtp-svm.toml", 25, {"attacks": 'mtp(target="error:0.1")'}, None),
+    "mnist-mtp-lr-10%": ("paper-mnist-mtp-lr.toml", 25, {"attacks": 'mtp(target="error:0.1")'}, None),
+    "sanitisers-sphere-oracle-mtp": (
+        "paper-sanitisers-mnist.toml",
+        40,
+        {"defences": 'sphere(reference="oracle")', "attacks": "mtp"},
+        None,
+    ),
+    **{
+        f"mnist-kkt-{learner}-{rate}": (f"paper-mnist-kkt-{learner}-error-{rate}.toml", None, {}, None)
+        for learner in ("svm", "lr")
+        for rate in ("0.05", "0.1", "0.15")
+    },
 }
 
 
@@ -159,7 +182,8 @@ def check(name: str) -> dict:
     row = regenerate(name, perturbation())
     ref = committed(row["campaign"], row)
     spread = measured_spread(name)
-    assert row["n_poisons"] == ref["n_poisons"]
+    for key in ("n_poisons", "n_removed", "n_removed_poisons", "n_removed_clean"):
+        assert row[key] == ref[key], (key, row[key], ref[key])
     for key in (*ACCURACIES, *DIAGNOSTICS):
         assert within(key, row[key], ref[key], spread), (key, row[key], ref[key], spread.get(key))
     return row
@@ -200,6 +224,18 @@ def test_the_induced_bound_never_exceeds_the_poisons_used():
     for r in bounded:
         if json.loads(r["diagnostics"]).get("lower_bound_induced_certified"):
             assert r["lower_bound_induced"] <= r["n_poisons"], r
+
+
+def test_every_campaign_file_has_a_regenerated_cell():
+    assert {f.name for f in CAMPAIGNS.glob("paper-*.toml")} == {c[0] for c in CELLS.values()}
+
+
+def test_the_reproduction_page_is_its_rendering_from_the_store():
+    """docs/reproduction.md is generated: a number edited by hand, or a store changed without
+    re-rendering, fails here (``python docs/scripts/reproduction_report.py`` re-renders it)."""
+    report = runpy.run_path(str(ROOT / "docs" / "scripts" / "reproduction_report.py"), run_name="report")
+    page = ROOT / "docs" / "reproduction.md"
+    assert page.read_text(encoding="utf-8") == report["render"](), "docs/reproduction.md is stale"
 
 
 def test_the_spread_file_covers_every_cell():

@@ -1,12 +1,19 @@
-"""Write the Adult KKT campaigns from MTP's n_p in the committed store (no number typed by hand).
+"""Write the campaigns whose budgets come from MTP's rows in the committed store (no number typed by hand).
 
-For each learner (``svm``, ``logistic``) and each subpopulation of ``paper-adult-<svm|lr>``,
-n_p is ``n_poisons`` of MTP's checkpoint at the largest budget (ε-close, or the budget when MTP
-did not get there: the file says which). The KKT campaign of that cluster runs KKT (one trial per
-budget) and subpopulation label flipping at 0.2 / 0.4 / 0.6 / 0.8 / 1.0 × n_p (floored): the
-MTP paper's Table 1 comparison and "MTP vs subpopulation label flipping at the same budget".
+n_p is ``n_poisons`` of MTP's checkpoint at the campaign's largest budget (ε-close, or the
+budget when MTP did not get there: each file says which).
 
-    python docs/scripts/adult_kkt_campaigns.py        # writes campaigns/paper-adult-kkt-*-cluster-*.toml
+- ``paper-adult-kkt-<svm|lr>-<cluster>``: for each subpopulation of ``paper-adult-<svm|lr>``,
+  KKT (one trial per budget) and subpopulation label flipping at 0.2 / 0.4 / 0.6 / 0.8 / 1.0 ×
+  n_p (floored): the MTP paper's Table 1 comparison.
+- ``paper-mnist-kkt-<svm|lr>-<target>``: for each target of ``paper-mnist-mtp-<svm|lr>``, KKT
+  at the same fractions of n_p: Table 2's KKT half (SVM: with Table 3's bound for the
+  KKT-induced model).
+- ``paper-adult-labelflip-<svm|lr>``: subpopulation label flipping over 4 seeds at the paper's
+  Table 7 budget, the first number of poisons at which MTP's model has 0 % accuracy on the
+  cluster (from MTP's checkpoint and trace rows; n_p where it never does).
+
+    python docs/scripts/derived_campaigns.py        # writes those files under campaigns/
 """
 
 from __future__ import annotations
@@ -17,18 +24,26 @@ from poisonbench.leaderboards.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]
 FRACTIONS = (0.2, 0.4, 0.6, 0.8, 1.0)
+#: short name -> (learner, title, MTP's ε, extra KKT parameters)
 LEARNERS = {"svm": ("svm", "SVM", 0.01, ", bound_induced = true"), "lr": ("logistic", "LR", 0.05, "")}
+MNIST_EPSILON = 0.1
+LABELFLIP_SEEDS = (0, 1, 2, 3)
 
-TEMPLATE = """# MTP paper Table 1 ("MTP vs KKT, Adult subpopulations, {title}"), KKT half for {cluster}, plus
+HEADER = """#
+# Written by docs/scripts/derived_campaigns.py from results/paper-repro: budgets are
+# 0.2 / 0.4 / 0.6 / 0.8 / 1.0 x n_p (floored), n_p = {n_p} = `n_poisons` of MTP's last checkpoint
+# in campaigns/{source}.toml ({how}). KKT is a budgeted attack: one trial per budget.
+#
+#   poisonbench run campaigns/{name}.toml --store results/paper-repro
+"""
+
+ADULT_KKT = (
+    """# MTP paper Table 1 ("MTP vs KKT, Adult subpopulations, {title}"), KKT half for {cluster}, plus
 # subpopulation label flipping at the same budgets ("MTP vs subpopulation label flipping, same
 # budget"). Target: the same "subpop" target model as MTP's.
-#
-# Written by docs/scripts/adult_kkt_campaigns.py from results/paper-repro: budgets are
-# 0.2 / 0.4 / 0.6 / 0.8 / 1.0 x n_p (floored), n_p = {n_p} = `n_poisons` of MTP's last checkpoint
-# in campaigns/paper-adult-{short}.toml ({how}). KKT is a budgeted attack: one trial per budget.
-#
-#   poisonbench run campaigns/paper-adult-kkt-{short}-{cluster}.toml --store results/paper-repro
-name = "paper-adult-kkt-{short}-{cluster}"
+"""
+    + HEADER
+    + """name = "{name}"
 description = "Adult {cluster}, {title}: KKT and subpopulation label flipping at fractions of MTP's n_p = {n_p}"
 seeds = [0]
 budgets = [0, {budgets}]
@@ -52,34 +67,143 @@ params = {{ target = "subpop"{bound} }}
 name = "subpop-label-flip"
 params = {{ batch_size = 50 }}
 """
+)
+
+MNIST_KKT = (
+    """# MTP paper Table 2 ("indiscriminate attack on MNIST 1-7", {title}), KKT half for the {target}
+# target: the same target model as MTP's (the reference grid).{table3}
+"""
+    + HEADER
+    + """name = "{name}"
+description = "MNIST 1v7, {title}: KKT toward the {target} target at fractions of MTP's n_p = {n_p}"
+seeds = [0]
+budgets = [0, {budgets}]
+timeout = 3000
+
+[[datasets]]
+name = "mnist"
+params = {{ pair = "1v7" }}
+
+[[learners]]
+name = "{learner}"
+
+[[defences]]
+name = "none"
+
+[[attacks]]
+name = "kkt"
+params = {{ target = "{target}"{bound} }}
+"""
+)
+
+LABELFLIP = """# MTP paper Table 7 ("comparison of our attack to the label-flipping based subpopulation
+# attack", {title}): subpopulation label flipping (Jagielski et al. 2019, randomly sampled points
+# of the cluster with flipped labels) at the number of poisons at which MTP first reaches 0 %
+# accuracy on the cluster, as the paper does; 4 seeds (the flipped points are drawn at random).
+#
+# Written by docs/scripts/derived_campaigns.py from results/paper-repro: the budgets are, per
+# cluster, the first `n_poisons` of MTP's checkpoint and trace rows in campaigns/{source}.toml
+# with subpopulation accuracy 0, or n_p where MTP never reached 0 % ({firsts}).
+#
+#   poisonbench run campaigns/{name}.toml --store results/paper-repro
+name = "{name}"
+description = "Adult, {title}: subpopulation label flipping at MTP's first 0 % budget per cluster, 4 seeds"
+seeds = [{seeds}]
+budgets = [0, {budgets}]
+timeout = 3000
+
+[[datasets]]
+name = "adult"
+subpopulations = [{clusters}]
+
+[[learners]]
+name = "{learner}"
+
+[[defences]]
+name = "none"
+
+[[attacks]]
+name = "subpop-label-flip"
+params = {{ batch_size = 50 }}
+"""
 
 
-def mtp_np(store: Store, campaign: str) -> dict[str, tuple[int, bool]]:
-    """cluster -> (n_poisons at the largest budget, ε-close) of MTP in ``campaign``."""
-    rows = [r for r in store.read([campaign]).to_pylist() if r["kind"] == "checkpoint" and r["attack"] == "mtp"]
+def mtp_rows(store: Store, campaign: str) -> list[dict]:
+    return [r for r in store.read([campaign]).to_pylist() if r["attack"] == "mtp" and r["status"] == "ok"]
+
+
+def mtp_np(store: Store, campaign: str, key: str) -> dict[str, tuple[int, bool]]:
+    """``key`` value (subpopulation or target) -> (n_poisons at the largest budget, ε-close) of MTP."""
+    rows = [r for r in mtp_rows(store, campaign) if r["kind"] == "checkpoint"]
     top = max(r["budget"] for r in rows)
-    return {r["subpopulation"]: (int(r["n_poisons"]), bool(r["stopped_early"])) for r in rows if r["budget"] == top}
+    return {r[key]: (int(r["n_poisons"]), bool(r["stopped_early"])) for r in rows if r["budget"] == top}
+
+
+def first_zero(store: Store, campaign: str) -> dict[str, int]:
+    """cluster -> the fewest poisons at which MTP's model has 0 % subpopulation accuracy."""
+    out: dict[str, int] = {}
+    for r in mtp_rows(store, campaign):
+        if r["subpop_accuracy"] is not None and r["subpop_accuracy"] == 0.0:
+            out[r["subpopulation"]] = min(out.get(r["subpopulation"], 1 << 30), int(r["n_poisons"]))
+    return out
+
+
+def fractions(n_p: int) -> str:
+    return ", ".join(str(int(f * n_p)) for f in FRACTIONS)
+
+
+def write(name: str, text: str, note: str) -> None:
+    path = ROOT / "campaigns" / f"{name}.toml"
+    path.write_text(text, encoding="utf-8")
+    print(f"wrote {path.relative_to(ROOT)}: {note}")
 
 
 def main() -> None:
     store = Store(ROOT / "results" / "paper-repro")
     for short, (learner, title, epsilon, bound) in LEARNERS.items():
-        for cluster, (n_p, close) in sorted(mtp_np(store, f"paper-adult-{short}").items()):
+        source = f"paper-adult-{short}"
+        for cluster, (n_p, close) in sorted(mtp_np(store, source, "subpopulation").items()):
             how = f"{epsilon}-close" if close else f"the budget: MTP was not {epsilon}-close within {n_p} poisons"
-            budgets = ", ".join(str(int(f * n_p)) for f in FRACTIONS)
-            text = TEMPLATE.format(
-                title=title,
-                cluster=cluster,
-                n_p=n_p,
-                short=short,
-                how=how,
-                budgets=budgets,
-                learner=learner,
-                bound=bound,
+            name = f"paper-adult-kkt-{short}-{cluster}"
+            fields = dict(title=title, cluster=cluster, n_p=n_p, source=source, how=how, name=name)
+            text = ADULT_KKT.format(**fields, budgets=fractions(n_p), learner=learner, bound=bound)
+            write(name, text, f"n_p = {n_p}, budgets {fractions(n_p)}")
+
+        final = mtp_np(store, source, "subpopulation")
+        firsts = first_zero(store, source)
+        clusters = sorted(final)
+        never = {c: final[c][0] for c in clusters if c not in firsts}
+        name = f"paper-adult-labelflip-{short}"
+        budgets = ", ".join(str(b) for b in sorted(set(firsts.values()) | set(never.values())))
+        text = LABELFLIP.format(
+            title=title,
+            source=source,
+            name=name,
+            firsts=", ".join(
+                f"{c}: {firsts[c]}" if c in firsts else f"{c}: never, so n_p = {never[c]}" for c in clusters
+            ),
+            seeds=", ".join(str(s) for s in LABELFLIP_SEEDS),
+            budgets=budgets,
+            clusters=", ".join(f'"{c}"' for c in clusters),
+            learner=learner,
+        )
+        write(name, text, f"budgets {budgets}")
+
+        source = f"paper-mnist-mtp-{short}"
+        if source not in store.campaigns():
+            print(f"skipped the MNIST KKT campaigns of {short}: run campaigns/{source}.toml first")
+            continue
+        table3 = "\n# With Table 3's certified bound for the KKT-induced model (`bound_induced`)." if bound else ""
+        for target, (n_p, close) in sorted(mtp_np(store, source, "target").items()):
+            how = (
+                f"{MNIST_EPSILON}-close"
+                if close
+                else f"the budget: MTP was not {MNIST_EPSILON}-close within {n_p} poisons"
             )
-            path = ROOT / "campaigns" / f"paper-adult-kkt-{short}-{cluster}.toml"
-            path.write_text(text, encoding="utf-8")
-            print(f"wrote {path.relative_to(ROOT)}: n_p = {n_p}, budgets {budgets}")
+            name = f"paper-mnist-kkt-{short}-{target.replace(':', '-')}"
+            fields = dict(title=title, target=target, n_p=n_p, source=source, how=how, name=name)
+            text = MNIST_KKT.format(**fields, table3=table3, budgets=fractions(n_p), learner=learner, bound=bound)
+            write(name, text, f"n_p = {n_p}, budgets {fractions(n_p)}")
 
 
 if __name__ == "__main__":
