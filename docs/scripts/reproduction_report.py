@@ -513,10 +513,15 @@ def sanitisers(rows: Rows) -> dict[str, Any]:
             entry["caught"] = float(r.n_removed_poisons) / float(r.n_poisons)
         if not pd.isna(r.n_removed_clean):
             entry["clean"] = int(r.n_removed_clean)
+            entry["removed"] = int(r.n_removed)
         cells.setdefault(r.attack, {}).setdefault(r.defence_label, {})[int(r.budget)] = entry
     defences = sorted({d for a in cells.values() for d in a}, key=lambda d: (d != "none", d))
     clean = {d: cells["label-flip"][d][0]["error"] for d in defences}
+    top = budgets[-1]
+    best = {a: min(defences, key=lambda d: cells[a][d][top]["error"]) for a in cells}
     return {
+        "best": best,
+        "top": top,
         "cells": cells,
         "budgets": budgets,
         "defences": defences,
