@@ -1,7 +1,10 @@
 """Render leaderboard / comparison rows as text, Markdown, CSV, HTML or JSON.
 
 A column is ``(header, key, se_key)``: with an ``se_key`` the human formats (text, md, html)
-show ``mean ± se`` in one cell, the machine formats (csv, json) two numeric columns.
+show ``mean ± se`` in one cell, the machine formats (csv, json) two numeric columns. Every
+format names a key column alike (``dataset``, ``attack``, ``budget``, …: ``query.DISPLAY``);
+the machine formats write poison counts as integers and a comparison's rows also say which side
+is ``a``, which ``b`` and which ``metric`` they compare.
 """
 
 from __future__ import annotations
@@ -56,12 +59,13 @@ def _drop_empty(cols: list[Column], rows: Sequence[dict[str, Any]]) -> list[Colu
 
 def render(rows: Sequence[dict[str, Any]], columns: Sequence[Column], fmt: str) -> str:
     """``rows`` in format ``fmt`` (one of :data:`FORMATS`)."""
+    keys = _machine_keys(columns, rows)
     if fmt == "json":
-        return json.dumps([_machine_record(r, columns) for r in rows], indent=2) + "\n"
+        return json.dumps([_machine_record(r, keys) for r in rows], indent=2) + "\n"
     if fmt == "csv":
         buf = io.StringIO()
-        records = [_machine_record(r, columns) for r in rows]
-        writer = csv.DictWriter(buf, fieldnames=_machine_headers(columns), lineterminator="\n")
+        records = [_machine_record(r, keys) for r in rows]
+        writer = csv.DictWriter(buf, fieldnames=[name for name, _ in keys], lineterminator="\n")
         writer.writeheader()
         writer.writerows({k: "" if v is None else _csv_safe(v) for k, v in rec.items()} for rec in records)
         return buf.getvalue()
@@ -103,19 +107,30 @@ def text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     )
 
 
-def _machine_headers(columns: Sequence[Column]) -> list[str]:
-    out = []
+#: a comparison's identity fields, written by the machine formats beside its columns
+IDENTITY = ("a", "b", "metric")
+
+
+def _machine_keys(columns: Sequence[Column], rows: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
+    """``(output name, row key)`` of every machine column: key columns under their display name."""
+    out = [(k, k) for k in IDENTITY if rows and k in rows[0]]
     for _header, key, se in columns:
-        out += [key] if se is None else [key, se]
+        out.append((DISPLAY.get(key, key), key))
+        if se is not None:
+            out.append((se, se))
     return out
 
 
-def _machine_record(row: dict[str, Any], columns: Sequence[Column]) -> dict[str, Any]:
-    return {k: _clean(row.get(k)) for k in _machine_headers(columns)}
+def _machine_record(row: dict[str, Any], keys: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    return {name: _clean(key, row.get(key)) for name, key in keys}
 
 
-def _clean(v: Any) -> Any:
-    return None if isinstance(v, float) and not math.isfinite(v) else v
+def _clean(key: str, v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if key == "n_poisons" and isinstance(v, float) and v.is_integer():
+        return int(v)
+    return v
 
 
 def _cell(row: dict[str, Any], column: Column) -> str:

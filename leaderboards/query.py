@@ -182,6 +182,7 @@ def compare(
             {
                 "a": a,
                 "b": b,
+                "metric": metric,
                 "a_mean": ea[metric],
                 "a_se": ea[f"{metric}_se"],
                 "a_seeds": ea["seeds"],

@@ -119,7 +119,9 @@ def test_leaderboard_show_ranks_attacks(store_with_toy, capsys):
 def test_leaderboard_export_formats(store_with_toy, capsys, tmp_path):
     code, out, _ = cli(capsys, "leaderboard", "export", "--format", "csv", "--store", str(store_with_toy))
     records = list(csv.DictReader(io.StringIO(out)))
-    assert code == 0 and {"attack_label", "budget_spec", "test_accuracy", "test_accuracy_se", "rank"} <= set(records[0])
+    assert code == 0 and {"dataset", "attack", "budget", "test_accuracy", "test_accuracy_se", "rank"} <= set(records[0])
+    assert not {"attack_label", "budget_spec"} & set(records[0])  # the same names as the text formats
+    assert all(r["n_poisons"] == "" or r["n_poisons"].isdigit() for r in records)  # counts, not 0.0
     assert len(records) == 2 * 3 * 3  # defences x budgets x attack labels
     code, out, _ = cli(
         capsys, "leaderboard", "export", "--format", "json", "--store", str(store_with_toy), "--budget", "2"
@@ -157,7 +159,8 @@ def test_compare_two_attacks_and_two_campaigns(tmp_path, capsys):
         "json",
     )
     rows = json.loads(out)
-    assert code == 0 and [r["budget_spec"] for r in rows] == ["0", "2", "4"]
+    assert code == 0 and [r["budget"] for r in rows] == ["0", "2", "4"]
+    assert {(r["a"], r["b"], r["metric"]) for r in rows} == {("toy-flip", "toy-budgeted", "test_accuracy")}
     for r in rows:
         assert r["diff"] == pytest.approx(r["b_mean"] - r["a_mean"])
     code, out, _ = cli(capsys, "leaderboard", "compare", "--campaigns", "one", "two", "--store", str(store))
