@@ -102,7 +102,9 @@ def leaderboard(
 ) -> list[dict[str, Any]]:
     """Ranked entries: per (campaign, dataset, learner, defence, subpopulation, budget), attacks
     ordered by the mean of ``metric`` (ascending: lowest accuracy = strongest attack first).
-    Entries whose trials all failed appear last, without a rank."""
+    Equal means share a rank (competition ranking: 1, 1, 3). Entries without poisons (budget 0:
+    the clean model, the same for every attack) and entries whose trials all failed get no rank;
+    the latter appear last."""
     if metric not in METRICS:
         raise ValueError(f"--metric {metric!r}: expected one of {', '.join(METRICS)}")
     rows = checkpoints(table, budgets)
@@ -115,10 +117,12 @@ def leaderboard(
     out = []
     for _, group in sorted(by_group.items(), key=lambda kv: (_sort_key(kv[0][: len(GROUP)]), _budget_order(kv[1]))):
         scored = sorted(group, key=lambda e: (e[metric] is None, sign * (e[metric] or 0.0), e["attack_label"]))
-        rank = 0
+        ranked = [e for e in scored if e[metric] is not None and e.get("n_poisons") != 0]
+        for position, e in enumerate(ranked, start=1):
+            tied = position > 1 and math.isclose(e[metric], ranked[position - 2][metric], rel_tol=1e-12, abs_tol=1e-15)
+            e["rank"] = ranked[position - 2]["rank"] if tied else position
         for e in scored:
-            rank += e[metric] is not None
-            e["rank"] = rank if e[metric] is not None else None
+            e.setdefault("rank", None)
             out.append(e)
     return out
 

@@ -180,6 +180,31 @@ def _row(trial_id, attack, budget, acc, status="ok", seed=0):
     }
 
 
+def test_leaderboard_ties_share_a_rank_and_budget_zero_is_not_ranked():
+    from poisonbench.leaderboards.query import leaderboard
+    from poisonbench.results import rows_to_table
+
+    table = rows_to_table(
+        [
+            _row("a0", "x", 0, 0.95),
+            _row("b0", "y", 0, 0.95),
+            _row("a1", "x", 10, 0.8),
+            _row("b1", "y", 10, 0.8),
+            _row("c1", "z", 10, 0.9),
+            _row("d1", "w", 10, 0.7),
+        ]
+    )
+    ranks = {(e["budget_spec"], e["attack_label"]): e["rank"] for e in leaderboard(table)}
+    assert ranks == {
+        ("0", "x"): None,
+        ("0", "y"): None,
+        ("10", "w"): 1,
+        ("10", "x"): 2,
+        ("10", "y"): 2,
+        ("10", "z"): 4,
+    }
+
+
 def test_leaderboard_means_standard_errors_ranks_and_failures():
     from poisonbench.leaderboards.query import compare, leaderboard
     from poisonbench.results import rows_to_table
