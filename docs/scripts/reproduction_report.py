@@ -31,6 +31,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from derived_campaigns import first_zero  # noqa: E402
 from fig1_convergence import SETTINGS, curve, slope  # noqa: E402
 
 from poisonbench.leaderboards.store import Store  # noqa: E402
@@ -274,14 +275,13 @@ def adult(rows: Rows) -> dict[str, Any]:
         mtp = select(rows(campaign), attack="mtp")
         flips = rows.checkpoints(f"paper-adult-labelflip-{short}")
         flip_budgets = campaign_file(f"paper-adult-labelflip-{short}")
+        firsts = first_zero(rows.store, campaign)  # the rule that wrote the label-flipping budgets
         lines, equal = [], []
         for cluster in clusters:
             m = select(mtp, subpopulation=cluster)
             top = rows.final(campaign, attack="mtp", subpopulation=cluster)
             clean_row = select(m[m.kind == "checkpoint"], budget=0).iloc[0]
-            zero = m[m.subpop_accuracy == 0.0]
-            first_zero = int(zero.n_poisons.min()) if len(zero) else None
-            budget = first_zero if first_zero is not None else int(top.n_poisons)
+            budget = firsts.get(cluster, int(top.n_poisons))
             fl = select(flips, subpopulation=cluster, budget=budget)
             assert budget in flip_budgets["budgets"], (cluster, budget)
             lines.append(
@@ -294,7 +294,7 @@ def adult(rows: Rows) -> dict[str, Any]:
                     "test_acc": float(top.test_accuracy),
                     "bound": None if pd.isna(top.lower_bound_induced) else int(top.lower_bound_induced),
                     "bound_target": None if pd.isna(top.lower_bound) else float(top.lower_bound),
-                    "first_zero": first_zero,
+                    "first_zero": firsts.get(cluster),
                     "flip_budget": budget,
                     "flip": mean_se(fl.subpop_accuracy),
                     "n_train": sizes[cluster],
