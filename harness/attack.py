@@ -32,7 +32,16 @@ STANDARD_DIAGNOSTICS = (
 
 @dataclass(frozen=True)
 class Scenario:
-    """Everything an attack may know (white box): data, learner, defence, budget, target."""
+    """Everything an attack may know (white box): data, learner, defence, budget, target.
+
+    ``budget``: the most poisons the attack may yield; ``None`` (direct use from Python) means
+    unbounded, and an attack with ``needs_budget = True`` may refuse it with a ``ValueError``.
+    ``subpopulation``: the name of the dataset's target subpopulation, if the campaign names one.
+    ``target``: the target-model spec the campaign names for this trial (its attack's ``target``
+    parameter, the row's ``target`` column: ``"error:0.1"``, ``"subpop"``, ``"file:theta.npz"``),
+    else ``None``. ``poisonbench.plugins.targets.make_target(scenario.target, scenario)`` resolves
+    a spec into the fitted target :class:`~poisonbench.learner.Model` (cached on disk).
+    """
 
     dataset: Dataset
     learner: Learner
@@ -40,10 +49,13 @@ class Scenario:
     budget: int | None = None
     seed: int = 0
     subpopulation: str | None = None
+    target: str | None = None
 
     def __post_init__(self) -> None:
         if self.budget is not None and (int(self.budget) != self.budget or self.budget < 0):
             raise ValueError(f"scenario.budget: expected a non-negative integer, got {self.budget!r}")
+        if self.target is not None and not isinstance(self.target, str):
+            raise ValueError(f"scenario.target: expected a target-model spec string or None, got {self.target!r}")
         if self.subpopulation is not None:
             self.dataset.subpopulation(self.subpopulation)
 

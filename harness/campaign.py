@@ -24,7 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from poisonbench.data_identity import content_hash, path_parameters, resolve_path
-from poisonbench.registry import KINDS, ParameterNameError, ParameterValueError, Registry, UnknownNameError
+from poisonbench.registry import (
+    KINDS,
+    RESERVED_PARAMETERS,
+    ParameterNameError,
+    ParameterValueError,
+    Registry,
+    UnknownNameError,
+)
 from poisonbench.results import to_json
 
 TOP_KEYS = (
@@ -211,7 +218,7 @@ class Campaign:
                     raise CampaignError(f"{self.path}: {where} name: {exc}") from None
                 if kind == "datasets" and "seed" in spec.params:
                     raise CampaignError(f"{self.path}: {where} params.seed: set seeds with the top-level 'seeds' key")
-                reserved = ("seed",) if kind == "datasets" else ()
+                reserved = RESERVED_PARAMETERS.get(kind, ())
                 try:
                     component.check_params(spec.params, reserved)
                 except (ParameterNameError, ParameterValueError) as exc:

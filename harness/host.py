@@ -51,6 +51,7 @@ BUILTIN_PLUGINS = (
     "poisonbench.plugins.attacks.kkt",
     "poisonbench.plugins.attacks.koh_label_flip",
     "poisonbench.plugins.attacks.label_flip",
+    "poisonbench.plugins.attacks.minmax",
     "poisonbench.plugins.attacks.mtp",
     "poisonbench.plugins.attacks.rmd",
 )

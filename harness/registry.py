@@ -2,7 +2,8 @@
 
 A component is a *factory* (a class or function) called with the ``params`` of a campaign
 entry; its parameter names and defaults are read from its signature, their types, ranges and
-documentation from its ``parameters`` declaration (:mod:`poisonbench.params`), its one-line
+documentation from its ``parameters`` declaration (:mod:`poisonbench.params`; an undeclared
+parameter's documentation from the docstring's numpydoc ``Parameters`` section), its one-line
 description from its docstring. :meth:`Component.check_params` is the one place parameter
 values are checked: before a factory is called and at ``run --dry-run``. Names are unique per kind; unknown names raise :class:`UnknownNameError`
 with close matches.
@@ -19,6 +20,9 @@ from typing import Any
 from poisonbench.params import Param, declared
 
 KINDS = ("datasets", "learners", "attacks", "defences")
+#: Parameters the harness passes itself, per kind (a campaign may not set them in ``params``):
+#: a dataset's ``seed`` comes from the campaign's top-level ``seeds``.
+RESERVED_PARAMETERS: dict[str, tuple[str, ...]] = {"datasets": ("seed",)}
 
 
 class UnknownNameError(LookupError):
@@ -81,6 +85,18 @@ class Component:
         """The factory's declared parameters (:func:`poisonbench.params.declared`)."""
         return declared(self.factory)
 
+    @property
+    def parameter_docs(self) -> dict[str, str]:
+        """Parameter name -> one line of documentation: the declaration's ``doc``, else the
+        entry of the docstring's numpydoc ``Parameters`` section (:func:`docstring_parameters`),
+        else ``""``."""
+        from_docstring = docstring_parameters(self.factory)
+        declarations = self.declarations
+        return {
+            name: (declarations[name].doc if name in declarations else "") or from_docstring.get(name, "")
+            for name in self.parameters
+        }
+
     def check_params(self, params: dict[str, Any], reserved: tuple[str, ...] = ()) -> None:
         """Raise :class:`ParameterNameError` (a ``TypeError``) for an unknown or missing name and
         :class:`ParameterValueError` (a ``ValueError``) for a declared parameter's bad value; each
@@ -110,6 +126,9 @@ class Component:
         return self.factory(**params)
 
     def as_dict(self) -> dict[str, Any]:
+        """The metadata ``poisonbench list --json`` prints: every parameter's default, and its
+        ``expected`` values (from the declaration; None when undeclared) and ``doc``."""
+        declarations = self.declarations
         return {
             "name": self.name,
             "kind": self.kind[:-1],
@@ -117,7 +136,10 @@ class Component:
             "version": self.version,
             "description": self.description,
             "parameters": {k: _jsonable(v) for k, v in self.parameters.items()},
-            "parameter_docs": {k: {"expected": d.describe(), "doc": d.doc} for k, d in self.declarations.items()},
+            "parameter_docs": {
+                k: {"expected": declarations[k].describe() if k in declarations else None, "doc": doc}
+                for k, doc in self.parameter_docs.items()
+            },
         }
 
 
@@ -161,6 +183,63 @@ def describe(factory: Callable[..., Any]) -> str:
     """First line of the factory's docstring."""
     doc = inspect.getdoc(factory) or ""
     return doc.strip().splitlines()[0] if doc.strip() else ""
+
+
+def docstring_parameters(factory: Callable[..., Any]) -> dict[str, str]:
+    """Parameter name -> its description, one line, from the numpydoc ``Parameters`` section of
+    the factory's docstring (a class's, else its ``__init__``'s)::
+
+        Parameters
+        ----------
+        n_train, n_test
+            Split sizes.
+        bound : float
+            Feasible box ``[−bound, bound]^d``.
+
+    An entry line names one or more parameters (comma-separated, an optional ``: type``); the
+    indented lines below it are their description. ``{}`` without such a section."""
+    docs = [inspect.getdoc(factory) or ""]
+    if inspect.isclass(factory):
+        docs.append(inspect.getdoc(factory.__init__) or "")
+    for doc in docs:
+        found = _numpydoc_section(doc.splitlines(), "Parameters")
+        if found:
+            return found
+    return {}
+
+
+def _numpydoc_section(lines: list[str], title: str) -> dict[str, str]:
+    """The entries of the numpydoc section ``title`` (a title line underlined with dashes)."""
+    for i in range(len(lines) - 1):
+        underline = lines[i + 1].strip()
+        if lines[i].strip() == title and underline and set(underline) == {"-"}:
+            break
+    else:
+        return {}
+    base = _indent(lines[i])
+    body = lines[i + 2 :]
+    out: dict[str, str] = {}
+    names: list[str] = []
+    for j, line in enumerate(body):
+        text = line.strip()
+        if not text:
+            continue
+        if _indent(line) < base:
+            break
+        if _indent(line) == base:
+            following = body[j + 1].strip() if j + 1 < len(body) else ""
+            if following and set(following) == {"-"}:  # the next section's title
+                break
+            names = [n.strip() for n in text.split(":")[0].split(",") if n.strip()]
+            out.update(dict.fromkeys(names, ""))
+        else:
+            for name in names:
+                out[name] = f"{out[name]} {text}".strip()
+    return out
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip())
 
 
 def _jsonable(v: Any) -> Any:

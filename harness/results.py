@@ -25,7 +25,7 @@ from typing import Any
 import pyarrow as pa
 
 #: Version of the row schema, stored in every Parquet file's metadata.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 #: Columns added by each schema version after the first: a file of an older version is read
 #: with these columns null (they were not measured then).
 ADDED_COLUMNS: dict[int, tuple[str, ...]] = {
@@ -33,6 +33,11 @@ ADDED_COLUMNS: dict[int, tuple[str, ...]] = {
     3: ("lower_bound_induced",),
     4: ("n_removed_poisons", "n_removed_clean"),
 }
+#: Columns that only checkpoint rows fill since schema version 5 (the harness's measurement of
+#: a fitted model). Before it, trace rows held the attack's own estimates there; the store reads
+#: such rows with these columns null (the estimates remain in ``diagnostics``).
+MEASURED_COLUMNS = ("test_accuracy", "subpop_accuracy", "lambda")
+MEASURED_ONLY_SINCE = 5
 
 #: (column, Arrow type, meaning). The order is the column order of the Parquet files.
 COLUMNS: tuple[tuple[str, pa.DataType, str], ...] = (

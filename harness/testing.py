@@ -13,6 +13,8 @@ respected. Example (pytest)::
 from __future__ import annotations
 
 import hashlib
+import itertools
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -26,33 +28,54 @@ from poisonbench.learner import Learner, Model, Predictor
 
 __all__ = ["check_attack", "check_dataset", "check_defence", "check_learner", "default_learner", "toy_dataset"]
 
+#: Batches :func:`check_attack` takes from an attack run with ``budget=None`` (an unbounded stream).
+UNBOUNDED_BATCHES = 5
 
-def toy_dataset(n: int = 60, d: int = 4, seed: int = 0) -> Dataset:
+
+def toy_dataset(n: int = 60, d: int = 4, seed: int = 0, onehot: bool = False) -> Dataset:
     """Two Gaussian blobs in ``[0, 1]^d`` with train / validation / test splits and one
-    subpopulation (``"corner"``: negatives with the largest first feature)."""
+    subpopulation (``"corner"``: negatives with the largest first feature).
+
+    ``onehot``: the same task on {0, 1}-valued integer features, as one-hot encoded data looks
+    (Adult): the first ``min(d, 3)`` columns are a one-hot group (at most one 1, declared in
+    ``feasible.onehot_groups``), the others independent binary features; the ``"corner"``
+    subpopulation is then the negatives with first feature 1."""
     rng = np.random.default_rng(seed)
+    group = tuple(range(min(d, 3))) if onehot and d >= 2 else ()
 
     def sample(m: int) -> tuple[np.ndarray, np.ndarray]:
         y = np.where(np.arange(m) % 2 == 0, 1.0, -1.0)
         X = np.clip(0.5 + 0.15 * y[:, None] + 0.12 * rng.standard_normal((m, d)), 0.0, 1.0)
+        if onehot:
+            X = (X > 0.5).astype(np.float64)
+            if group:  # a categorical feature: its level is the argmax of the group's scores
+                level = np.argmax(X[:, group] + rng.random((m, len(group))), axis=1)
+                X[:, group] = np.eye(len(group))[level]
         return X, y
 
     X_tr, y_tr = sample(n)
     X_te, y_te = sample(n)
     X_va, y_va = sample(n // 2)
-    corner_tr = np.flatnonzero((y_tr < 0) & (X_tr[:, 0] > np.median(X_tr[:, 0])))
-    corner_te = np.flatnonzero((y_te < 0) & (X_te[:, 0] > np.median(X_te[:, 0])))
+
+    def corner(X: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return np.flatnonzero((y < 0) & ((X[:, 0] == 1) if onehot else (X[:, 0] > np.median(X[:, 0]))))
+
+    feasible = FeasibleSet.box(d, 0.0, 1.0)
+    provenance: dict[str, Any] = {"generator": "poisonbench.testing.toy_dataset", "seed": seed}
+    if onehot:
+        feasible = FeasibleSet(feasible.lo, feasible.hi, np.ones(d, bool), (group,) if group else ())
+        provenance["onehot"] = True
     return Dataset(
-        name="toy",
+        name="toy-onehot" if onehot else "toy",
         X_train=X_tr,
         y_train=y_tr,
         X_test=X_te,
         y_test=y_te,
         X_val=X_va,
         y_val=y_va,
-        feasible=FeasibleSet.box(d, 0.0, 1.0),
-        subpopulations={"corner": Subpopulation("corner", corner_tr, corner_te)},
-        provenance={"generator": "poisonbench.testing.toy_dataset", "seed": seed},
+        feasible=feasible,
+        subpopulations={"corner": Subpopulation("corner", corner(X_tr, y_tr), corner(X_te, y_te))},
+        provenance=provenance,
     )
 
 
@@ -111,31 +134,104 @@ def check_attack(
     learner: Learner | None = None,
     subpopulation: str | None = None,
     seed: int = 0,
+    target: str | None = None,
+    feasibility: str = "exact",
 ) -> list[PoisonBatch]:
     """The attack yields valid batches inside the feasible set, respects the budget, is
-    deterministic under a seed and leaves the clean data untouched."""
+    deterministic under a seed, leaves the clean data untouched and reports JSON-serialisable
+    diagnostics (finite numbers, strings, booleans, None, lists and dicts of them).
+
+    Besides the run on ``dataset`` at ``budget`` (whose batches it returns), it runs the attack
+
+    - with ``budget=None`` (an unbounded scenario, ``Scenario``'s default): the first
+      :data:`UNBOUNDED_BATCHES` batches must be valid; an attack that cannot run unbounded
+      (``needs_budget = True``, or no other stopping rule) refuses it with a ``ValueError``
+      saying what it needs — any other exception fails the check;
+    - on {0, 1}-valued one-hot data (``toy_dataset(onehot=True)`` with ``dataset``'s number of
+      features, subpopulation ``"corner"``): its poisons must satisfy the whole feasible set,
+      integer features and the one-hot group included — or only its box with
+      ``feasibility="box"``, the campaign key of that name — within ``budget``.
+
+    ``target``: the scenario's target-model spec (:attr:`Scenario.target`)."""
+    if feasibility not in ("exact", "box"):
+        raise ValueError(f"feasibility: expected 'exact' or 'box', got {feasibility!r}")
     data = dataset or toy_dataset()
     if subpopulation is None and "corner" in data.subpopulations:
         subpopulation = "corner"
-    scenario = Scenario(data, learner or default_learner(), NoDefence(), budget, seed, subpopulation)
+    victim = learner or default_learner()
+    scenario = Scenario(data, victim, NoDefence(), budget, seed, subpopulation, target)
     before = data.digest()
     batches = list(attack.poison(scenario))
     assert data.digest() == before, "the attack mutated the clean dataset"
-    total = 0
-    for i, batch in enumerate(batches):
-        assert isinstance(batch, PoisonBatch), f"batch {i} is {type(batch).__name__}, expected PoisonBatch"
-        assert batch.X.shape[1] == data.n_features, (
-            f"batch {i} has {batch.X.shape[1]} features, expected {data.n_features}"
-        )
-        assert data.feasible.contains(batch.X).all(), f"batch {i} has poisons outside the feasible set"
-        assert isinstance(batch.diagnostics, dict), f"batch {i}: diagnostics must be a dict"
-        total += len(batch)
+    _check_batches(batches, data, "", exact=feasibility == "exact")
+    total = sum(len(b) for b in batches)
     assert total <= budget, f"the attack produced {total} poisons, over the budget of {budget}"
     again = list(attack.poison(scenario))
     assert [_digest(b.X, b.y) for b in again] == [_digest(b.X, b.y) for b in batches], (
         "the attack is not deterministic for a fixed scenario seed"
     )
+    unbounded = Scenario(data, victim, NoDefence(), None, seed, subpopulation, target)
+    try:
+        stream = attack.poison(unbounded)
+        first = list(itertools.islice(stream, UNBOUNDED_BATCHES))
+        getattr(stream, "close", lambda: None)()
+    except ValueError:
+        pass  # a clear refusal: the attack needs a budget (needs_budget) or another stopping rule
+    except Exception as exc:
+        raise AssertionError(
+            f"with budget=None: the attack raised {type(exc).__name__}: {exc} (an unbounded scenario is valid: "
+            "stream poisons, or refuse it with a ValueError saying what the attack needs)"
+        ) from exc
+    else:
+        _check_batches(first, data, "with budget=None: ", exact=feasibility == "exact")
+    onehot = toy_dataset(d=data.n_features, seed=seed, onehot=True)
+    where = "on one-hot data (toy_dataset(onehot=True)): "
+    try:
+        coded = list(attack.poison(Scenario(onehot, victim, NoDefence(), budget, seed, "corner", target)))
+    except Exception as exc:
+        raise AssertionError(f"{where}the attack raised {type(exc).__name__}: {exc}") from exc
+    _check_batches(coded, onehot, where, exact=feasibility == "exact")
+    total = sum(len(b) for b in coded)
+    assert total <= budget, f"{where}the attack produced {total} poisons, over the budget of {budget}"
     return batches
+
+
+def _check_batches(batches: list[Any], data: Dataset, where: str, exact: bool) -> None:
+    """Every batch is a :class:`PoisonBatch` of ``data``'s features, inside its feasible set
+    (``exact``: integer features and one-hot groups too), with JSON-serialisable diagnostics."""
+    for i, batch in enumerate(batches):
+        assert isinstance(batch, PoisonBatch), f"{where}batch {i} is {type(batch).__name__}, expected PoisonBatch"
+        assert batch.X.shape[1] == data.n_features, (
+            f"{where}batch {i} has {batch.X.shape[1]} features, expected {data.n_features}"
+        )
+        problem = data.feasible.violation(batch.X, exact=exact)
+        assert problem is None, f"{where}batch {i} has poisons outside the feasible set: {problem}"
+        assert isinstance(batch.diagnostics, dict), f"{where}batch {i}: diagnostics must be a dict"
+        _check_json(batch.diagnostics, f"{where}batch {i}: diagnostics")
+
+
+def _check_json(value: Any, where: str) -> None:
+    """``value`` survives the store's JSON (:func:`poisonbench.results.jsonable`, then ``json.dumps``)
+    unchanged: no NaN or inf (they would become null), no object that only its ``repr`` could
+    stand for, string keys."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            assert isinstance(key, str), f"{where}: key {key!r} is {type(key).__name__}, expected a string"
+            _check_json(item, f"{where}[{key!r}]")
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_json(item, f"{where}[{i}]")
+    elif isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
+        _check_json(value.tolist(), where)
+    elif isinstance(value, (np.bool_, np.integer, np.floating)):
+        _check_json(value.item(), where)
+    elif isinstance(value, float):
+        assert math.isfinite(value), f"{where} is {value}; diagnostics must be finite (use None for unknown)"
+    else:
+        assert value is None or isinstance(value, (bool, int, str)), (
+            f"{where} is a {type(value).__name__}, not JSON-serialisable; store numbers, strings, booleans, "
+            "None, lists or dicts"
+        )
 
 
 def check_defence(defence: Defence, dataset: Dataset | None = None, learner: Learner | None = None) -> DefendedFit:

@@ -29,6 +29,7 @@ from poisonbench.data_identity import resolved
 from poisonbench.dataset import Dataset, FeasibleSet
 from poisonbench.host import PluginHost, load_host
 from poisonbench.learner import fit_certificate, require_certified
+from poisonbench.progress import PROGRESS_SECONDS, OnTrialProgress, TrialProgress
 from poisonbench.registry import Component
 from poisonbench.results import DIAGNOSTIC_COLUMNS, finite_or_none, jsonable, provenance, to_json, utcnow
 
@@ -49,9 +50,14 @@ def host_for(extra_modules: Sequence[str]) -> PluginHost:
     return _HOSTS[key]
 
 
-def run_trial(trial: Trial, host: PluginHost, executor: str = "local") -> list[dict[str, Any]]:
-    """Run ``trial`` and return its result rows (checkpoint rows, trace rows, or failed rows)."""
-    return _TrialRun(trial, host, executor).run()
+def run_trial(
+    trial: Trial, host: PluginHost, executor: str = "local", on_progress: OnTrialProgress | None = None
+) -> list[dict[str, Any]]:
+    """Run ``trial`` and return its result rows (checkpoint rows, trace rows, or failed rows).
+
+    ``on_progress`` receives a :class:`~poisonbench.progress.TrialProgress` when the attack
+    starts and then at most every :data:`~poisonbench.progress.PROGRESS_SECONDS` while it runs."""
+    return _TrialRun(trial, host, executor, on_progress).run()
 
 
 def failure_rows(
@@ -189,8 +195,10 @@ def _target(params: dict[str, Any]) -> str | None:
 
 
 class _TrialRun:
-    def __init__(self, trial: Trial, host: PluginHost, executor: str):
+    def __init__(self, trial: Trial, host: PluginHost, executor: str, on_progress: OnTrialProgress | None = None):
         self.trial, self.host = trial, host
+        self.on_progress = on_progress
+        self.reported_at = -float("inf")  # perf_counter of the last progress report
         self.base = base_row(trial, executor)
         self.base["plugin_versions"] = to_json(_plugin_versions(trial, host))
         self.base["code_hash"] = component_code_hash(trial, host)
@@ -246,7 +254,13 @@ class _TrialRun:
         self.stage = ("scenario", "")
         try:
             scenario = Scenario(
-                ds, learner, defence, budget=resolved[-1][0], seed=t.seed, subpopulation=t.subpopulation
+                ds,
+                learner,
+                defence,
+                budget=resolved[-1][0],
+                seed=t.seed,
+                subpopulation=t.subpopulation,
+                target=self.base["target"],
             )
         except KeyError as exc:
             raise ComponentError(f"dataset {t.dataset.name!r}: {exc.args[0]}") from None
@@ -256,6 +270,7 @@ class _TrialRun:
         self._checkpoints(reached=0)
         self.stage = ("attack", t.attack.name)
         stream: Iterator[Any] = iter(attack.poison(scenario))
+        self._progress(force=True)
         while self.pending:
             self.stage = ("attack", t.attack.name)
             batch = next(stream, None)
@@ -263,11 +278,24 @@ class _TrialRun:
                 break
             self.step += 1
             self._accept(batch)
+            self._progress()
             if t.record_every and self.step % t.record_every == 0:
                 self._trace()
             self._checkpoints(reached=self.count)
         if self.pending:
             self._checkpoints(reached=self.count, stopped=True)
+
+    def _progress(self, force: bool = False) -> None:
+        """Report progress to ``on_progress``: when ``force``d, else at most every
+        :data:`PROGRESS_SECONDS` (a clock read per batch in between)."""
+        if self.on_progress is None:
+            return
+        now = time.perf_counter()
+        if not force and now - self.reported_at < PROGRESS_SECONDS:
+            return
+        self.reported_at = now
+        mld = finite_or_none(self.diagnostics.get("max_loss_diff"))
+        self.on_progress(TrialProgress(self.step, self.count, self.scenario.budget, now - self.t0, mld))
 
     def _accept(self, batch: Any) -> None:
         name = self.trial.attack.name
@@ -384,7 +412,10 @@ class _TrialRun:
         return out
 
     def _trace(self) -> None:
-        diag = self.diagnostics
+        """A trace row: the attack's diagnostics after this step, no refit. The measured columns
+        (``test_accuracy``, ``subpop_accuracy``, ``lambda``) stay null: the attack's own estimates
+        of them are in ``diagnostics`` (metric ``attack.test_accuracy``, …), never in a column
+        that means "the harness measured this"."""
         self.rows.append(
             {
                 **self.base,
@@ -395,9 +426,6 @@ class _TrialRun:
                 "status": "ok",
                 "n_poisons": self.count,
                 "poison_fraction": self.count / self.dataset.n_train,
-                "test_accuracy": finite_or_none(diag.get("test_accuracy")),
-                "subpop_accuracy": finite_or_none(diag.get("subpop_accuracy")),
-                "lambda": finite_or_none(diag.get("lambda")),
                 "wall_seconds": time.perf_counter() - self.t0,
             }
         )

@@ -23,8 +23,9 @@ FORMATS = ("text", "md", "csv", "html", "json")
 Column = tuple[str, str, "str | None"]
 
 
-def leaderboard_columns(rows: Sequence[dict[str, Any]]) -> list[Column]:
-    """Key columns, then every metric that has a value in some row."""
+def leaderboard_columns(rows: Sequence[dict[str, Any]], metric: str | None = None) -> list[Column]:
+    """Key columns, then every metric that has a value in some row (and ``metric``, a diagnostic
+    one such as ``attack.kkt_objective``, when it is not a store column)."""
     cols: list[Column] = [(DISPLAY.get(k, k), k, None) for k in GROUP]
     cols += [
         ("budget", "budget_spec", None),
@@ -32,20 +33,24 @@ def leaderboard_columns(rows: Sequence[dict[str, Any]]) -> list[Column]:
         ("attack", "attack_label", None),
         ("n_poisons", "n_poisons", None),
     ]
-    cols += [(m, m, f"{m}_se") for m in METRICS if any(r.get(m) is not None for r in rows)]
+    extra = (metric,) if metric is not None and metric not in METRICS else ()
+    cols += [(m, m, f"{m}_se") for m in (*METRICS, *extra) if any(r.get(m) is not None for r in rows)]
     cols += [("seeds", "seeds", None), ("failed", "failed", None)]
     return _drop_empty(cols, rows)
 
 
 def compare_columns(rows: Sequence[dict[str, Any]]) -> list[Column]:
-    """Key columns, the two sides and their difference ``b − a``."""
+    """Key columns, the two sides ``a`` and ``b`` by name, their means and the paired
+    difference ``b − a`` over the seeds both have."""
     keys = [k for k in rows[0] if k in (*GROUP, "attack_label", "budget_spec")] if rows else []
-    a, b = (rows[0]["a"], rows[0]["b"]) if rows else ("a", "b")
     cols: list[Column] = [(DISPLAY.get(k, k), k, None) for k in keys]
     cols += [
-        (str(a), "a_mean", "a_se"),
-        (str(b), "b_mean", "b_se"),
-        (f"{b} - {a}", "diff", "diff_se"),
+        ("a", "a", None),
+        ("b", "b", None),
+        ("mean a", "a_mean", "a_se"),
+        ("mean b", "b_mean", "b_se"),
+        ("b - a (paired)", "diff", "diff_se"),
+        ("pairs", "pairs", None),
         ("seeds a", "a_seeds", None),
         ("seeds b", "b_seeds", None),
     ]
@@ -115,6 +120,8 @@ def _machine_keys(columns: Sequence[Column], rows: Sequence[dict[str, Any]]) -> 
     """``(output name, row key)`` of every machine column: key columns under their display name."""
     out = [(k, k) for k in IDENTITY if rows and k in rows[0]]
     for _header, key, se in columns:
+        if key in IDENTITY:
+            continue
         out.append((DISPLAY.get(key, key), key))
         if se is not None:
             out.append((se, se))

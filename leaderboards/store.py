@@ -43,7 +43,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from poisonbench.results import ADDED_COLUMNS, SCHEMA, SCHEMA_VERSION, rows_to_table, to_json
+from poisonbench.results import (
+    ADDED_COLUMNS,
+    MEASURED_COLUMNS,
+    MEASURED_ONLY_SINCE,
+    SCHEMA,
+    SCHEMA_VERSION,
+    rows_to_table,
+    to_json,
+)
 
 SCHEMA_KEY = b"poisonbench.schema_version"
 CAMPAIGN_FILE = "_campaign.json"
@@ -294,13 +302,16 @@ def _read(
     if missing:
         _warn(path, f"missing column(s) {', '.join(missing)}")
         return None
-    present = [c for c in dict.fromkeys(wanted + identity) if c in schema.names]
+    migrate = int(version.decode()) < MEASURED_ONLY_SINCE and any(c in MEASURED_COLUMNS for c in wanted)
+    present = [c for c in dict.fromkeys(wanted + identity + (["kind"] if migrate else [])) if c in schema.names]
     try:
         table = pq.read_table(path, columns=present)
         table = table.cast(pa.schema([SCHEMA.field(c) for c in present]))
     except (OSError, pa.ArrowException) as exc:
         _warn(path, f"corrupt Parquet data or columns of other types ({_first_line(exc)})")
         return None
+    if migrate:
+        table = _measured_only(table)
     for column, expected in (("campaign", campaign), ("trial_id", trial_id)):
         if expected is not None and table.num_rows:
             values = pc.unique(table[column]).to_pylist()
@@ -311,6 +322,18 @@ def _read(
         if name not in table.column_names:
             table = table.append_column(SCHEMA.field(name), pa.nulls(table.num_rows, SCHEMA.field(name).type))
     return table.select(wanted)
+
+
+def _measured_only(table: pa.Table) -> pa.Table:
+    """Rows of a file older than schema version 5 with the measured columns of its trace rows
+    set to null: those rows held the attack's own estimates there (still in ``diagnostics``)."""
+    checkpoint = pc.fill_null(pc.not_equal(table["kind"], "trace"), True)
+    for name in MEASURED_COLUMNS:
+        if name in table.column_names:
+            i = table.column_names.index(name)
+            nulls = pa.nulls(table.num_rows, table.schema.field(name).type)
+            table = table.set_column(i, table.schema.field(name), pc.if_else(checkpoint, table[name], nulls))
+    return table
 
 
 def _first_line(exc: BaseException) -> str:

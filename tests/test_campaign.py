@@ -187,6 +187,9 @@ def test_incremental_attack_checkpoints_and_traces(tmp_path, host):
     assert [r["step"] for r in traces] == [1, 2, 3, 4]
     assert [r["max_loss_diff"] for r in traces] == [1.0, 0.5, pytest.approx(1 / 3), 0.25]
     assert checkpoints[0]["max_loss_diff"] is None and checkpoints[2]["lower_bound"] == 4.0
+    # the attack's own estimate of the accuracy is a diagnostic, never the measured column
+    assert all(r.get("test_accuracy") is None and json.loads(r["diagnostics"])["test_accuracy"] == 0.0 for r in traces)
+    assert all(r["test_accuracy"] > 0.5 for r in checkpoints)
     assert all(r["status"] == "ok" and r.get("error") is None for r in rows)
     # every row fits the store schema and carries provenance
     table = rows_to_table(rows)

@@ -164,8 +164,11 @@ def test_compare_two_attacks_and_two_campaigns(tmp_path, capsys):
     assert {(r["a"], r["b"], r["metric"]) for r in rows} == {("toy-flip", "toy-budgeted", "test_accuracy")}
     for r in rows:
         assert r["diff"] == pytest.approx(r["b_mean"] - r["a_mean"])
-    code, out, _ = cli(capsys, "leaderboard", "compare", "--campaigns", "one", "two", "--store", str(store))
-    assert code == 0 and "two - one" in out and "toy-flip" in out
+    code, out, _ = cli(
+        capsys, "leaderboard", "compare", "--campaigns", "one", "two", "--store", str(store), "--format", "json"
+    )
+    rows = json.loads(out)
+    assert code == 0 and {(r["a"], r["b"], r["attack"]) for r in rows} == {("one", "two", "toy-flip")}
     code, _, err = cli(capsys, "leaderboard", "compare", "--attacks", "toy-flip", "toy-flap", "--store", str(store))
     assert code == 2 and "attack 'toy-flap' has no results" in err
 
@@ -299,3 +302,47 @@ def test_leaderboard_compact_then_a_rerun_keeps_one_row_set_per_trial(store_with
     assert len(files) == 1 and files[0].startswith("part-00000002-")  # the run compacted its new trials in
     assert len(store.finished("toy")) == 30
     assert store.read().num_rows == before.num_rows * 3 // 2
+
+
+def test_any_numeric_attack_diagnostic_is_a_metric(store_with_toy, capsys):
+    code, out, err = cli(capsys, "leaderboard", "metrics", "--store", str(store_with_toy))
+    names = out.split()
+    assert code == 0, err
+    assert {"test_accuracy", "attack.extra", "attack.max_loss_diff"} <= set(names)
+    assert "attack.lower_bound_certified" not in names  # a boolean is not a metric
+    code, out, err = cli(
+        capsys, "leaderboard", "export", "--format", "json", "--metric", "attack.extra", "--store", str(store_with_toy)
+    )
+    rows = json.loads(out)
+    assert code == 0, err
+    flip = [r for r in rows if r["attack"] == "toy-flip(copies=1)" and r["budget"] == "2"]
+    # copies = 1: the batch that reaches 2 poisons is the attack's 2nd step, so its diagnostic "extra" is 2
+    assert flip and all(r["attack.extra"] == 2 for r in flip)
+    assert [r["rank"] for r in rows if r["budget"] == "0"] == [None] * sum(r["budget"] == "0" for r in rows)
+    code, _, err = cli(capsys, "leaderboard", "show", "--metric", "attack.extar", "--store", str(store_with_toy))
+    assert code == 2 and "no row has this metric" in err and "Did you mean: attack.extra" in err
+
+
+def test_compare_any_number_of_attacks_against_the_first(store_with_toy, capsys):
+    code, out, err = cli(
+        capsys,
+        "leaderboard",
+        "compare",
+        "--attacks",
+        "toy-flip(copies=1)",
+        "toy-flip(copies=2)",
+        "toy-budgeted",
+        "--budget",
+        "2",
+        "--store",
+        str(store_with_toy),
+        "--format",
+        "json",
+    )
+    rows = json.loads(out)
+    assert code == 0, err
+    assert {(r["a"], r["b"]) for r in rows} == {
+        ("toy-flip(copies=1)", "toy-flip(copies=2)"),
+        ("toy-flip(copies=1)", "toy-budgeted"),
+    }
+    assert all(r["pairs"] == 2 for r in rows)  # seeds 0 and 1 of both sides

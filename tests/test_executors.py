@@ -231,3 +231,17 @@ def test_ray_retries_a_crashed_worker_then_reports_it(tmp_path, host, ray_local)
     assert log.read_text() == "run\nrun\n"  # first attempt + one retry
     assert outcome.status == "failed"
     assert outcome.error.startswith("ray: ") and "died" in outcome.error.lower()
+
+
+def test_ray_carries_progress_reports_and_rows_do_not_change(tmp_path, host, ray_local):
+    from test_progress import Recorder, assert_advancing
+
+    path = make_campaign(tmp_path, '[[attacks]]\nname = "toy-flip"\nparams = { sleep = 0.2 }\n', "record_every = 1")
+    local, remote, recorder = Store(tmp_path / "local"), Store(tmp_path / "ray"), Recorder()
+    run(path, host, local)
+    report = run(path, host, remote, RayExecutor(PLUGINS), progress=recorder)
+    assert report.ok == report.total == 2
+    assert sorted(recorder.reports) == sorted(o.trial.trial_id for o in report.outcomes)
+    for reports in recorder.reports.values():
+        assert_advancing(reports, budget=4)
+    assert metric_rows(remote.read()) == metric_rows(local.read())

@@ -227,8 +227,10 @@ def test_leaderboard_means_standard_errors_ranks_and_failures():
     assert entries[0]["test_accuracy"] == pytest.approx(0.6)
     assert entries[0]["test_accuracy_se"] == pytest.approx(0.1)  # s = 0.1414, s / sqrt(2)
     assert entries[1]["test_accuracy_se"] == pytest.approx(0.05)
-    (row,) = compare(table, "attacks", "weak", "strong")
-    assert row["diff"] == pytest.approx(-0.25) and row["diff_se"] == pytest.approx((0.1**2 + 0.05**2) ** 0.5)
+    (row,) = compare(table, "attacks", ["weak", "strong"])
+    # paired by seed: differences 0.5 - 0.9 = -0.4 (seed 0) and 0.7 - 0.8 = -0.1 (seed 1)
+    assert (row["a"], row["b"], row["metric"], row["pairs"]) == ("weak", "strong", "test_accuracy", 2)
+    assert row["diff"] == pytest.approx(-0.25) and row["diff_se"] == pytest.approx(0.15)
     with pytest.raises(ValueError, match="budget 7.*budgets in the store: 10"):
         leaderboard(table, budgets=["7"])
 
@@ -326,3 +328,37 @@ def test_external_readers_see_each_row_once_after_a_compaction(tmp_path, results
     pattern = str(tmp_path / "toy" / "*.parquet")
     count = duckdb.connect().execute(f"SELECT count(*) FROM read_parquet('{pattern}')").fetchone()[0]
     assert count == store.read().num_rows
+
+
+def test_trace_rows_of_files_before_schema_5_lose_the_attacks_estimates_in_measured_columns(tmp_path):
+    """Before schema 5 a trace row's test_accuracy / subpop_accuracy / lambda held the attack's
+    own estimate; they are read as null (the estimate stays in ``diagnostics``), while checkpoint
+    rows keep the measured values; a version-5 file is read as written."""
+    from poisonbench.leaderboards.query import with_metric
+    from poisonbench.results import rows_to_table
+
+    trace = {
+        **_row("00000000000000a0", "x", 2, 0.25),
+        "kind": "trace",
+        "subpop_accuracy": 0.5,
+        "lambda": -1.0,
+        "diagnostics": '{"test_accuracy":0.25}',
+        "diagnostics_n_poisons": 2,
+    }
+    checkpoint = {**_row("00000000000000a0", "x", 2, 0.75), "subpop_accuracy": 0.5, "lambda": -1.0}
+    table = rows_to_table([trace, checkpoint])
+    folder = tmp_path / "c"
+    folder.mkdir()
+    for version in (b"4", b"5"):
+        pq.write_table(
+            table.replace_schema_metadata({b"poisonbench.schema_version": version}),
+            folder / "trial-00000000000000a0.parquet",
+        )
+        for columns in (None, ["test_accuracy", "subpop_accuracy", "lambda"]):
+            read = Store(tmp_path).read(["c"], columns).to_pylist()
+            trace_row, checkpoint_row = read
+            expected_trace = (None, None, None) if version == b"4" else (0.25, 0.5, -1.0)
+            assert (trace_row["test_accuracy"], trace_row["subpop_accuracy"], trace_row["lambda"]) == expected_trace
+            assert (checkpoint_row["test_accuracy"], checkpoint_row["subpop_accuracy"]) == (0.75, 0.5)
+    estimates = with_metric(Store(tmp_path).read(["c"]), "attack.test_accuracy")["attack.test_accuracy"]
+    assert estimates.to_pylist() == [0.25, None]

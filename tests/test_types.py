@@ -117,3 +117,70 @@ def test_scenario_validation():
         Scenario(data, learner=None, subpopulation="nope")
     rng_a, rng_b = Scenario(data, None, seed=3).rng(1), Scenario(data, None, seed=3).rng(1)
     assert rng_a.random() == rng_b.random()
+
+
+def test_scenario_target_defaults_to_none_and_must_be_a_spec_string():
+    data = toy_dataset()
+    from poisonbench.testing import default_learner
+
+    learner = default_learner()
+    assert Scenario(data, learner).target is None
+    assert Scenario(data, learner, target="error:0.1").target == "error:0.1"
+    with pytest.raises(ValueError, match="scenario.target: expected a target-model spec string or None, got 3"):
+        Scenario(data, learner, target=3)
+
+
+class _TargetEcho:
+    """Reports the scenario's target (and flips nothing)."""
+
+    name = "target-echo"
+    needs_budget = False
+
+    def __init__(self, target: str = "error:0.3"):
+        self.target = target
+
+    def poison(self, scenario):
+        yield PoisonBatch(np.empty((0, scenario.dataset.n_features)), np.empty(0), {"seen": scenario.target})
+
+
+class _NoTarget(_TargetEcho):
+    """Reports the scenario's target; has no target parameter of its own."""
+
+    name = "no-target"
+
+    def __init__(self):
+        pass
+
+
+@pytest.mark.parametrize(
+    ("attack", "params", "expected"),
+    [
+        ("target-echo", {"target": "file:theta.npz"}, "file:theta.npz"),
+        ("target-echo", {}, None),
+        ("no-target", {}, None),
+    ],
+)
+def test_a_trial_gives_the_attack_the_campaigns_target(attack, params, expected):
+    """``Scenario.target`` is the target spec the campaign names (the row's ``target`` column);
+    an attack's own default is not the campaign naming one."""
+    import json
+
+    from poisonbench.campaign import parse_campaign
+    from poisonbench.host import load_host
+    from poisonbench.registry import Component
+    from poisonbench.trial import run_trial
+
+    host = load_host(load_external=False)
+    for factory in (_TargetEcho, _NoTarget):
+        host.registry.add(Component("attacks", factory.name, factory, "test", "0", ""))
+    raw = {
+        "budgets": [1],
+        "isolation": "none",
+        "datasets": [{"name": "gaussians"}],
+        "learners": [{"name": "svm"}],
+        "attacks": [{"name": attack, "params": params}],
+    }
+    (trial,) = parse_campaign(raw).trials(host.registry)
+    rows = run_trial(trial, host)
+    assert [r["status"] for r in rows] == ["ok"], rows[0].get("error")  # stopped early, at 0 poisons
+    assert json.loads(rows[0]["diagnostics"]) == {"seen": expected} and rows[0]["target"] == expected

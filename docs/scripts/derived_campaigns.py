@@ -18,6 +18,7 @@ budget when MTP did not get there: each file says which).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from poisonbench.leaderboards.store import Store
@@ -140,10 +141,14 @@ def mtp_np(store: Store, campaign: str, key: str) -> dict[str, tuple[int, bool]]
 
 
 def first_zero(store: Store, campaign: str) -> dict[str, int]:
-    """cluster -> the fewest poisons at which MTP's model has 0 % subpopulation accuracy."""
+    """cluster -> the fewest poisons at which MTP's model has 0 % subpopulation accuracy: measured
+    on a checkpoint row, MTP's own θ_t (diagnostic ``subpop_accuracy``) on a trace row."""
     out: dict[str, int] = {}
     for r in mtp_rows(store, campaign):
-        if r["subpop_accuracy"] is not None and r["subpop_accuracy"] == 0.0:
+        accuracy = (
+            r["subpop_accuracy"] if r["kind"] == "checkpoint" else json.loads(r["diagnostics"]).get("subpop_accuracy")
+        )
+        if accuracy is not None and accuracy == 0.0:
             out[r["subpopulation"]] = min(out.get(r["subpopulation"], 1 << 30), int(r["n_poisons"]))
     return out
 

@@ -95,6 +95,11 @@ class Rows:
         df = df[df.status == "ok"].copy()
         df["diag"] = [json.loads(d) if isinstance(d, str) else {} for d in df.diagnostics]
         df["hyper"] = [json.loads(h) if isinstance(h, str) else {} for h in df.hyperparameters]
+        # Trace rows: the accuracies the attack reports for its own θ_t (a diagnostic; the paper
+        # campaigns' trace rows are MTP's, undefended, so θ_t is the model a refit would give).
+        trace = df.kind == "trace"
+        for column in ("test_accuracy", "subpop_accuracy"):
+            df.loc[trace, column] = [math.nan if d.get(column) is None else float(d[column]) for d in df.diag[trace]]
         df["error"] = 1.0 - df.test_accuracy
         return df
 

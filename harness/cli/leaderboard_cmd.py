@@ -1,4 +1,4 @@
-"""``poisonbench leaderboard show | compare | export | plot``: read the result store."""
+"""``poisonbench leaderboard show | compare | metrics | export | plot | site | compact``: read the result store."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from poisonbench.cli.common import STORE_OPTION, UserError, lock_waiting, warnin
 from poisonbench.leaderboards import export as lb_export
 from poisonbench.leaderboards import plot as lb_plot
 from poisonbench.leaderboards import query
+from poisonbench.leaderboards import site as lb_site
 from poisonbench.leaderboards.store import Store, campaign_lock
 
 CAMPAIGN_OPTION = click.option(
@@ -25,10 +26,12 @@ BUDGET_OPTION = click.option(
 )
 METRIC_OPTION = click.option(
     "--metric",
-    type=click.Choice(query.METRICS),
     default="test_accuracy",
     show_default=True,
-    help="Metric to rank / compare / plot.",
+    metavar="NAME",
+    help="Metric to rank / compare / plot: a store column (test_accuracy, lambda, lower_bound, n_removed, …) "
+    "or an attack diagnostic as attack.KEY (attack.test_accuracy is the attack's own estimate); "
+    "`poisonbench leaderboard metrics` lists those in the store.",
 )
 
 
@@ -50,7 +53,7 @@ def leaderboard() -> None:
 def show(store_dir: str, campaigns: tuple[str, ...], budgets: tuple[str, ...], metric: str, descending: bool) -> None:
     """Ranked attacks per campaign × dataset × learner × defence × budget (mean ± s.e. over seeds)."""
     entries = _leaderboard(store_dir, campaigns, budgets, metric, descending)
-    columns = lb_export.leaderboard_columns(entries)
+    columns = lb_export.leaderboard_columns(entries, metric)
     body = [c for c in columns if c[1] not in query.GROUP]
     blocks: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for e in entries:
@@ -63,36 +66,49 @@ def show(store_dir: str, campaigns: tuple[str, ...], budgets: tuple[str, ...], m
 
 
 @leaderboard.command("compare")
-@click.option("--attacks", nargs=2, metavar="A B", default=None, help="Compare two attack labels.")
-@click.option("--campaigns", "two_campaigns", nargs=2, metavar="C1 C2", default=None, help="Compare two campaigns.")
+@click.argument("names", nargs=-1, metavar="A B [C ...]")
+@click.option("--attacks", "by_attacks", is_flag=True, help="NAMES are attack labels (the default).")
+@click.option("--campaigns", "by_campaigns", is_flag=True, help="NAMES are campaigns.")
 @STORE_OPTION
 @CAMPAIGN_OPTION
 @BUDGET_OPTION
 @METRIC_OPTION
 @click.option("--format", "fmt", type=click.Choice(lb_export.FORMATS), default="text", show_default=True)
 def compare(
-    attacks: tuple[str, str] | None,
-    two_campaigns: tuple[str, str] | None,
+    names: tuple[str, ...],
+    by_attacks: bool,
+    by_campaigns: bool,
     store_dir: str,
     campaigns: tuple[str, ...],
     budgets: tuple[str, ...],
     metric: str,
     fmt: str,
 ) -> None:
-    """Two attacks (--attacks A B) or two campaigns (--campaigns C1 C2) side by side, with B − A."""
-    if (attacks is None) == (two_campaigns is None):
-        raise UserError("compare: give exactly one of --attacks A B or --campaigns C1 C2")
-    by = "attacks" if attacks is not None else "campaigns"
-    pair = attacks if attacks is not None else two_campaigns
-    assert pair is not None  # exactly one of the two is set (checked above)
-    a, b = pair
-    selected = campaigns if by == "attacks" else tuple(dict.fromkeys((*campaigns, a, b)))
-    table = _read(store_dir, selected, query.COLUMNS)
+    """Attacks (--attacks A B C …) or campaigns (--campaigns C1 C2 …) side by side: each against
+    the first, with the difference B − A paired by seed (the same split) and its s.e."""
+    if by_attacks and by_campaigns:
+        raise UserError("compare: give one of --attacks or --campaigns, not both")
+    if len(names) < 2:
+        raise UserError("compare: give at least two names, e.g. `compare --attacks A B` or `compare --campaigns C1 C2`")
+    by = "campaigns" if by_campaigns else "attacks"
+    selected = campaigns if by == "attacks" else tuple(dict.fromkeys((*campaigns, *names)))
+    table = _read(store_dir, selected, query.columns_for(metric))
     try:
-        rows = query.compare(table, by, a, b, metric, budgets)
+        rows = query.compare(table, by, names, metric, budgets)
     except ValueError as exc:
         raise UserError(str(exc)) from None
     click.echo(lb_export.render(rows, lb_export.compare_columns(rows), fmt), nl=False)
+
+
+@leaderboard.command("metrics")
+@STORE_OPTION
+@CAMPAIGN_OPTION
+def metrics(store_dir: str, campaigns: tuple[str, ...]) -> None:
+    """The metrics with a value in the store: its metric columns, then the attacks' numeric
+    diagnostics as attack.KEY."""
+    table = _read(store_dir, campaigns, ("kind", "n_poisons", *query.METRICS, *query.DIAGNOSTIC_SOURCE))
+    for name in query.available_metrics(table):
+        click.echo(name)
 
 
 @leaderboard.command("export")
@@ -120,7 +136,7 @@ def export(
 ) -> None:
     """The ranked leaderboard as Markdown, CSV, HTML or JSON."""
     entries = _leaderboard(store_dir, campaigns, budgets, metric, descending)
-    text = lb_export.render(entries, lb_export.leaderboard_columns(entries), fmt)
+    text = lb_export.render(entries, lb_export.leaderboard_columns(entries, metric), fmt)
     if output is None:
         click.echo(text, nl=False)
     else:
@@ -163,10 +179,28 @@ def plot(kind: str, output: Path, store_dir: str, campaigns: tuple[str, ...], me
     """Figures: accuracy vs poisons, loss-distance convergence, λ vs poison fraction."""
     table = _read(store_dir, campaigns)
     try:
-        path = lb_plot.plot(table, kind, output, metric)
+        path = lb_plot.plot(query.with_metric(table, metric), kind, output, metric)
     except ValueError as exc:
         raise UserError(str(exc)) from None
     click.echo(f"wrote {path}", err=True)
+
+
+@leaderboard.command("site")
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@STORE_OPTION
+@CAMPAIGN_OPTION
+@METRIC_OPTION
+@click.option("--title", default="poisonbench leaderboard", show_default=True, help="Title of the pages.")
+def site(out: Path, store_dir: str, campaigns: tuple[str, ...], metric: str, title: str) -> None:
+    """A static site in OUT/ (open OUT/index.html; no server, works offline): per campaign the
+    ranked, sortable tables, the attack × defence matrix, figures, each entry's provenance and the
+    rows as CSV / Parquet."""
+    table = _read(store_dir, campaigns)
+    try:
+        index = lb_site.build_site(query.with_metric(table, metric), out, metric, title)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    click.echo(f"wrote {index}", err=True)
 
 
 def _read(store_dir: str, campaigns: tuple[str, ...], columns: tuple[str, ...] | None = None) -> Any:
@@ -184,7 +218,7 @@ def _read(store_dir: str, campaigns: tuple[str, ...], columns: tuple[str, ...] |
 def _leaderboard(
     store_dir: str, campaigns: tuple[str, ...], budgets: tuple[str, ...], metric: str, descending: bool
 ) -> list[dict[str, Any]]:
-    table = _read(store_dir, campaigns, query.COLUMNS)
+    table = _read(store_dir, campaigns, query.columns_for(metric))
     try:
         return query.leaderboard(table, metric, budgets, ascending=not descending)
     except ValueError as exc:

@@ -6,6 +6,7 @@ user error (bad campaign file, unknown name, unreachable cluster).
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import time
@@ -15,50 +16,118 @@ from pathlib import Path
 from typing import Any
 
 import click
+from tqdm import tqdm
 
 from poisonbench.campaign import Campaign, CampaignError, Trial, load_campaign
 from poisonbench.cli.common import STORE_OPTION, UserError, get_host, lock_waiting, warnings_to_stderr
 from poisonbench.executors import EXECUTORS, CampaignReport, TrialOutcome, make_executor, run_campaign, select_trials
 from poisonbench.leaderboards.export import text_table
 from poisonbench.leaderboards.store import COMPACT_AT, Store, campaign_lock
+from poisonbench.progress import TrialProgress
 from poisonbench.registry import UnknownNameError
 
 
 class StderrProgress:
-    """One status line on stderr: done / failed / remaining and ETA (rewritten in place on a
-    terminal, one line per finished trial otherwise)."""
+    """Progress on stderr (a :class:`poisonbench.executors.Progress`).
 
-    def __init__(self, stream: Any = None):
+    Not a terminal: one status line per finished trial (done / failed / remaining, elapsed and
+    ETA) and nothing while trials run. On a terminal, with ``bars`` (the default there): that
+    status line kept up to date at the top, and below it a tqdm bar per running trial (poisons
+    of its largest budget, the attack's iterations, its latest ``max_loss_diff``, rate and ETA),
+    removed when the trial ends. ``bars=False`` on a terminal rewrites the status line in place
+    only; ``bars=True`` draws the bars on any stream."""
+
+    def __init__(self, stream: Any = None, bars: bool | None = None):
         self.stream = stream or sys.stderr
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.bars = self.tty if bars is None else bars
         self.done = 0
+        self._width = _bar_width(self.stream)
+        self._status: tqdm | None = None
+        self._running: dict[str, tuple[int, tqdm]] = {}  # trial id -> (slot, its bar)
 
     def start(self, campaign: str, total: int, skipped: int) -> None:
         self.campaign, self.total, self.done, self.failed = campaign, total, 0, 0
         self.t0 = time.perf_counter()
         note = f" ({skipped} already in the store)" if skipped else ""
-        click.echo(f"[{campaign}] {total} trial(s) to run{note}", err=True)
+        click.echo(f"[{campaign}] {total} trial(s) to run{note}", file=self.stream)
+        if self.bars and total:
+            self._status = tqdm(
+                total=total, bar_format="{desc}", position=0, file=self.stream, leave=True, **self._width
+            )
+            self._status.set_description_str(self._line())
+
+    def trial_progress(self, trial: Trial, progress: TrialProgress) -> None:
+        if self._status is None:
+            return
+        if trial.trial_id not in self._running:
+            slot = min(set(range(len(self._running) + 1)) - {s for s, _ in self._running.values()})
+            bar = tqdm(
+                total=progress.budget,
+                desc=f"{trial.attack.label} seed={trial.seed}",
+                unit="poison",
+                position=slot + 1,
+                leave=False,
+                file=self.stream,
+                mininterval=0,  # the trial already reports at most every PROGRESS_SECONDS
+                **self._width,
+            )
+            self._running[trial.trial_id] = (slot, bar)
+        bar = self._running[trial.trial_id][1]
+        mld = "" if progress.max_loss_diff is None else f", max_loss_diff={progress.max_loss_diff:.4g}"
+        bar.set_postfix_str(f"it={progress.step}{mld}", refresh=False)
+        if progress.poisons > bar.n:
+            bar.update(progress.poisons - bar.n)
+        else:
+            bar.refresh()
+        self._status.set_description_str(self._line())
 
     def update(self, outcome: TrialOutcome) -> None:
         self.done += 1
         self.failed += outcome.status == "failed"
-        elapsed = time.perf_counter() - self.t0
-        remaining = self.total - self.done
-        eta = _hms(elapsed / self.done * remaining)
-        line = (
-            f"[{self.campaign}] {self.done}/{self.total} done, {self.failed} failed, {remaining} remaining, "
-            f"elapsed {_hms(elapsed)}, ETA {eta}"
-        )
-        if self.tty:
-            self.stream.write("\r" + line.ljust(100))
+        if self._status is not None:
+            running = self._running.pop(outcome.trial.trial_id, None)
+            if running is not None:
+                running[1].close()
+            self._status.update(1)
+            self._status.set_description_str(self._line())
+        elif self.tty:
+            self.stream.write("\r" + self._line().ljust(100))
             self.stream.flush()
         else:
-            click.echo(line, err=True)
+            click.echo(self._line(), file=self.stream)
 
     def finish(self) -> None:
-        if self.tty and self.done:
+        if self._status is not None:
+            for _, bar in self._running.values():
+                bar.close()
+            self._running.clear()
+            self._status.close()
+            self._status = None
+        elif self.tty and self.done:
             self.stream.write("\n")
             self.stream.flush()
+
+    def _line(self) -> str:
+        """``[campaign] 3/4 done, 0 failed, 1 remaining, elapsed 0:00:29, ETA 0:00:10``."""
+        elapsed = time.perf_counter() - self.t0
+        remaining = self.total - self.done
+        eta = f", ETA {_hms(elapsed / self.done * remaining)}" if self.done else ""
+        return (
+            f"[{self.campaign}] {self.done}/{self.total} done, {self.failed} failed, {remaining} remaining, "
+            f"elapsed {_hms(elapsed)}{eta}"
+        )
+
+
+def _bar_width(stream: Any) -> dict[str, Any]:
+    """tqdm's size arguments for ``stream``: follow the terminal's size, or 100 columns and 40
+    rows where it reports none (a pty that ``script`` opened says 0 × 0, and tqdm then draws
+    nothing)."""
+    try:
+        columns = os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, OSError, ValueError):  # not a file descriptor, or not a terminal
+        columns = 0
+    return {"dynamic_ncols": True} if columns else {"ncols": 100, "nrows": 40}
 
 
 @click.command("run")
@@ -73,6 +142,11 @@ class StderrProgress:
 @click.option(
     "--retry-failed", is_flag=True, help="Run again the trials that failed in earlier runs (skipped by default)."
 )
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="A progress bar per running trial on stderr (default: when stderr is a terminal).",
+)
 @click.pass_context
 def run(
     ctx: click.Context,
@@ -83,6 +157,7 @@ def run(
     store_dir: str,
     dry_run: bool,
     retry_failed: bool,
+    progress: bool | None,
 ) -> None:
     """Run the trials of CAMPAIGN_FILE not yet in the store; print a summary table."""
     host = get_host(ctx)
@@ -117,7 +192,7 @@ def run(
                     store,
                     host,
                     retry_failed,
-                    StderrProgress(),
+                    StderrProgress(bars=progress),
                     skipped=(skip_ok, skip_failed),
                 )
                 files = store.files(campaign.name)

@@ -8,7 +8,9 @@ timeout is set) and ``ray`` (:mod:`poisonbench.executors.ray_executor`).
 
 :func:`run_campaign` skips trials whose results are already in the store, writes every
 outcome to the store as it arrives (so an interrupted campaign loses no finished trial) and
-calls the ``trial_started`` / ``trial_finished`` hooks.
+calls the ``trial_started`` / ``trial_finished`` hooks. A :class:`Progress` sink hears of the
+campaign's start, of each running trial's progress reports (:mod:`poisonbench.progress`) and of
+each finished trial.
 """
 
 from __future__ import annotations
@@ -20,10 +22,21 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from poisonbench.campaign import Trial
-from poisonbench.executors.base import Executor, OnStart, TrialOutcome
+from poisonbench.executors.base import Executor, OnProgress, OnStart, TrialOutcome
 from poisonbench.host import PluginHost
+from poisonbench.progress import TrialProgress
 
-__all__ = ["EXECUTORS", "CampaignReport", "Executor", "OnStart", "TrialOutcome", "make_executor", "run_campaign"]
+__all__ = [
+    "EXECUTORS",
+    "CampaignReport",
+    "Executor",
+    "OnProgress",
+    "OnStart",
+    "Progress",
+    "TrialOutcome",
+    "make_executor",
+    "run_campaign",
+]
 
 EXECUTORS = ("local", "ray")
 
@@ -70,11 +83,23 @@ class CampaignReport:
 
 
 class Progress(Protocol):
-    def start(self, campaign: str, total: int, skipped: int) -> None: ...
+    """What :func:`run_campaign` tells a display, all in the driver process."""
 
-    def update(self, outcome: TrialOutcome) -> None: ...
+    def start(self, campaign: str, total: int, skipped: int) -> None:
+        """The campaign starts with ``total`` trials to run (``skipped`` already in the store)."""
+        ...
 
-    def finish(self) -> None: ...
+    def trial_progress(self, trial: Trial, progress: TrialProgress) -> None:
+        """A running trial's latest progress report (a few per second at most)."""
+        ...
+
+    def update(self, outcome: TrialOutcome) -> None:
+        """A trial finished (ok or failed)."""
+        ...
+
+    def finish(self) -> None:
+        """The campaign ended (also after an error or an interrupt)."""
+        ...
 
 
 def select_trials(
@@ -120,7 +145,7 @@ def run_campaign(
         _call_hook(host, "trial_started", trial=trial.as_dict())
 
     try:
-        for outcome in executor.run(todo, on_start):
+        for outcome in executor.run(todo, on_start, None if progress is None else _progress_sink(progress)):
             store.write_trial(campaign, outcome.trial.trial_id, outcome.rows)
             report.outcomes.append(outcome)
             _call_hook(host, "trial_finished", trial=outcome.trial.as_dict(), rows=outcome.rows)
@@ -132,6 +157,28 @@ def run_campaign(
             progress.finish()
     report.wall_seconds = time.perf_counter() - t0
     return report
+
+
+def _progress_sink(progress: Progress) -> OnProgress:
+    """``progress.trial_progress``, where an exception is one warning and the end of the
+    reports to that display (a broken display never fails a trial, even one in this process)."""
+    broken = False
+
+    def on_progress(trial: Trial, report: TrialProgress) -> None:
+        nonlocal broken
+        if broken:
+            return
+        try:
+            progress.trial_progress(trial, report)
+        except Exception as exc:
+            broken = True
+            warnings.warn(
+                f"progress display raised {type(exc).__name__}: {exc}; no more trial progress is shown",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+
+    return on_progress
 
 
 def _call_hook(host: PluginHost, hook: str, **kwargs: Any) -> None:

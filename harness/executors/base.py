@@ -7,8 +7,11 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from poisonbench.campaign import Trial
+from poisonbench.progress import TrialProgress
 
 OnStart = Callable[[Trial], None]
+#: Called in the driver with a running trial's latest :class:`TrialProgress`.
+OnProgress = Callable[[Trial, TrialProgress], None]
 
 
 @dataclass
@@ -30,9 +33,12 @@ class TrialOutcome:
 class Executor(Protocol):
     name: str
 
-    def run(self, trials: Sequence[Trial], on_start: OnStart | None = None) -> Iterator[TrialOutcome]:
+    def run(
+        self, trials: Sequence[Trial], on_start: OnStart | None = None, on_progress: OnProgress | None = None
+    ) -> Iterator[TrialOutcome]:
         """Run ``trials``; yield each outcome as it completes. ``on_start`` is called when a
-        trial is dispatched."""
+        trial is dispatched, ``on_progress`` (in this process) with the progress reports of a
+        running trial (see :mod:`poisonbench.progress`)."""
         ...
 
     def close(self) -> None:

@@ -6,6 +6,8 @@ from trial to trial, with the campaign's ``timeout`` (default 2 h) and ``memory_
 cannot be interrupted any other way), the trial becomes a failed row and a fresh child serves
 the next trial. A child that dies on its own (segfault, out of memory) is a system failure:
 the trial is retried up to ``trial.max_retries`` times. Plugin exceptions are never retried.
+The child sends the trial's progress reports (:mod:`poisonbench.progress`) over the same pipe
+before its rows; they are handed to ``on_progress`` and count against no limit.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from poisonbench.campaign import Trial
-from poisonbench.executors.base import OnStart, TrialOutcome
+from poisonbench.executors.base import OnProgress, OnStart, TrialOutcome
 from poisonbench.host import PluginHost
+from poisonbench.progress import OnTrialProgress, TrialProgress
 from poisonbench.results import utcnow
 from poisonbench.trial import failure_rows, host_for, run_trial
 
@@ -42,14 +45,17 @@ class LocalExecutor:
         self.plugin_modules = tuple(plugin_modules)
         self._child: _Child | None = None
 
-    def run(self, trials: Sequence[Trial], on_start: OnStart | None = None) -> Iterator[TrialOutcome]:
+    def run(
+        self, trials: Sequence[Trial], on_start: OnStart | None = None, on_progress: OnProgress | None = None
+    ) -> Iterator[TrialOutcome]:
         for trial in trials:
             if on_start is not None:
                 on_start(trial)
+            report = None if on_progress is None else _for_trial(on_progress, trial)
             if trial.isolation == "none":
-                rows = run_trial(trial, self.host, self.name)
+                rows = run_trial(trial, self.host, self.name, report)
             else:
-                rows = self._run_in_child(trial)
+                rows = self._run_in_child(trial, report)
             yield TrialOutcome(trial, rows)
 
     def close(self) -> None:
@@ -57,7 +63,7 @@ class LocalExecutor:
             self._child.stop()
             self._child = None
 
-    def _run_in_child(self, trial: Trial) -> list[dict[str, Any]]:
+    def _run_in_child(self, trial: Trial, on_progress: OnTrialProgress | None) -> list[dict[str, Any]]:
         started, t0 = utcnow(), time.perf_counter()
         attempts, attempt = trial.max_retries + 1, 0
         while True:
@@ -70,7 +76,7 @@ class LocalExecutor:
                         trial, f"local executor: worker process failed to start: {exc}", self.name, started
                     )
             try:
-                return self._child.run(trial, None if trial.timeout is None else float(trial.timeout))
+                return self._child.run(trial, None if trial.timeout is None else float(trial.timeout), on_progress)
             except _Overrun:
                 self._child.kill()
                 self._child = None
@@ -92,6 +98,11 @@ class LocalExecutor:
                         started,
                         time.perf_counter() - t0,
                     )
+
+
+def _for_trial(on_progress: OnProgress, trial: Trial) -> OnTrialProgress:
+    """``on_progress`` bound to ``trial``."""
+    return lambda progress: on_progress(trial, progress)
 
 
 class _ChildDied(RuntimeError):
@@ -119,12 +130,22 @@ class _Child:
             self.kill()
             raise _ChildDied(str(ready))
 
-    def run(self, trial: Trial, timeout: float | None) -> list[dict[str, Any]]:
+    def run(
+        self, trial: Trial, timeout: float | None, on_progress: OnTrialProgress | None = None
+    ) -> list[dict[str, Any]]:
+        """Send ``trial``, pass its progress reports to ``on_progress``, return its rows (the
+        ``timeout`` counts from the send, whatever the child reports meanwhile)."""
         try:
             self.conn.send(trial)
         except (BrokenPipeError, OSError) as exc:
             raise _ChildDied(f"cannot send the trial: {exc}") from None
-        return self._receive(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            message = self._receive(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            if not isinstance(message, TrialProgress):
+                return message
+            if on_progress is not None:
+                on_progress(message)
 
     def _receive(self, timeout: float | None) -> Any:
         try:
@@ -193,6 +214,6 @@ def _child_main(conn: Connection, plugin_modules: tuple[str, ...]) -> None:
         if trial is None:
             return
         _limit_memory(trial.memory_limit_mb)
-        rows = run_trial(trial, host, LocalExecutor.name)
+        rows = run_trial(trial, host, LocalExecutor.name, conn.send)
         _limit_memory(None)
         conn.send(rows)

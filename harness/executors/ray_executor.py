@@ -20,20 +20,32 @@
   failed row.
 - Retries: ``max_retries`` re-runs a trial whose worker process died (a system failure);
   ``retry_exceptions=False`` — a plugin exception is already a failed row and never retried.
+- Progress: the task runs its trial in a thread of the worker and yields the trial's progress
+  reports (:mod:`poisonbench.progress`) as ``("progress", report)`` items between ``started``
+  and its rows; the driver hands them to ``on_progress``.
+- Quiet start: a locally started Ray logs only warnings and errors to the driver (no "Started a
+  local Ray instance" banner) and not the notice that token authentication is on by default
+  (:data:`TOKEN_NOTICE`; authentication stays on). Ray's other warnings, worker crashes and
+  every trial's error (in its rows) are unchanged.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import queue
 import socket
 import sys
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from poisonbench.campaign import Trial
-from poisonbench.executors.base import OnStart, TrialOutcome
+from poisonbench.executors.base import OnProgress, OnStart, TrialOutcome
+from poisonbench.progress import TrialProgress
 from poisonbench.results import utcnow
 from poisonbench.trial import failure_rows, host_for, run_trial
 
@@ -44,14 +56,59 @@ POLL_SECONDS = 0.5
 ENV_PASSED = ("POISONBENCH_LOAD_PLUGINS",)
 #: Seconds the TCP probe of a cluster address waits for a connection.
 PROBE_SECONDS = 5.0
+#: The logger and the start of the message with which Ray 2.60's ``ray.init`` announces that it
+#: turned token authentication on for a new local cluster (silenced: it is the default).
+TOKEN_NOTICE = (
+    "ray._private.authentication.authentication_token_setup",
+    "Token authentication is enabled for this Ray cluster",
+)
 
 
 def _ray_trial(trial: Trial, plugin_modules: tuple[str, ...]) -> Iterator[tuple[str, Any]]:
     """Body of the Ray task (a streaming generator): ``("started", None)`` once the worker has
-    loaded the plugins, so that the timeout counts from there, then ``("rows", rows)``."""
+    loaded the plugins, so that the timeout counts from there, then ``("progress", report)``
+    items while the trial runs (in a thread: a generator cannot yield from inside the trial's
+    callback), then ``("rows", rows)``."""
     host = host_for(plugin_modules)
     yield ("started", None)
-    yield ("rows", run_trial(trial, host, RayExecutor.name))
+    reports: queue.SimpleQueue[TrialProgress | None] = queue.SimpleQueue()  # None: the trial ended
+    outcome: list[list[dict[str, Any]] | BaseException] = []
+
+    def body() -> None:
+        try:
+            outcome.append(run_trial(trial, host, RayExecutor.name, reports.put))
+        except BaseException as exc:  # a harness bug: raised from the task, as before
+            outcome.append(exc)
+        finally:
+            reports.put(None)
+
+    runner = threading.Thread(target=body, name=f"poisonbench-trial-{trial.trial_id}", daemon=True)
+    runner.start()
+    while (report := reports.get()) is not None:
+        yield ("progress", report)
+    runner.join()
+    (result,) = outcome
+    if isinstance(result, BaseException):
+        raise result
+    yield ("rows", result)
+
+
+class _QuietTokenNotice(logging.Filter):
+    """Drops Ray's :data:`TOKEN_NOTICE` record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(TOKEN_NOTICE[1])
+
+
+@contextlib.contextmanager
+def _quiet_token_notice() -> Iterator[None]:
+    """Within: Ray's logger of :data:`TOKEN_NOTICE` drops that notice (its other records pass)."""
+    logger, quiet = logging.getLogger(TOKEN_NOTICE[0]), _QuietTokenNotice()
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
 
 
 @dataclass
@@ -80,7 +137,7 @@ class RayExecutor:
         if ray.is_initialized():
             return ray
         env = {k: os.environ[k] for k in ENV_PASSED if k in os.environ}
-        kwargs: dict[str, Any] = {"log_to_driver": False, "include_dashboard": False}
+        kwargs: dict[str, Any] = {"log_to_driver": False, "include_dashboard": False, "logging_level": logging.WARNING}
         if self.address is None:
             paths = [
                 p
@@ -94,20 +151,24 @@ class RayExecutor:
             probe_address(self.address)
             kwargs["address"] = self.address
         try:
-            ray.init(runtime_env={"env_vars": env} if env else None, **kwargs)
+            with _quiet_token_notice():
+                ray.init(runtime_env={"env_vars": env} if env else None, **kwargs)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             where = f"the Ray cluster at {self.address}" if self.address else "a local Ray instance"
             raise ValueError(f"--executor ray: cannot start or reach {where}: {exc}") from None
         self._started_ray = True
         return ray
 
-    def run(self, trials: Sequence[Trial], on_start: OnStart | None = None) -> Iterator[TrialOutcome]:
+    def run(
+        self, trials: Sequence[Trial], on_start: OnStart | None = None, on_progress: OnProgress | None = None
+    ) -> Iterator[TrialOutcome]:
         if not trials:
             return
         ray = self._init()
         capacity = ray.cluster_resources()
         check_resources(trials, capacity, self.address)
-        scheduler = _Scheduler(ray, ray.remote(_ray_trial), trials, capacity, self.plugin_modules, on_start)
+        task = ray.remote(_ray_trial)
+        scheduler = _Scheduler(ray, task, trials, capacity, self.plugin_modules, on_start, on_progress)
         while scheduler.busy:
             scheduler.submit()
             ready, _ = ray.wait(list(scheduler.in_flight), num_returns=1, timeout=scheduler.wait_seconds())
@@ -126,8 +187,9 @@ class _Scheduler:
     """The state of one Ray run: trials queued and in flight, and the resources they hold.
 
     One round: :meth:`submit` what fits, wait for a report, :meth:`collect` the reports
-    (``started`` starts a trial's clock; rows finish it), cancel the trials past their timeout
-    (:meth:`expired`), and :meth:`release` the finished ones as outcomes."""
+    (``started`` starts a trial's clock, ``progress`` goes to ``on_progress``; rows finish it),
+    cancel the trials past their timeout (:meth:`expired`), and :meth:`release` the finished
+    ones as outcomes."""
 
     def __init__(
         self,
@@ -137,9 +199,10 @@ class _Scheduler:
         capacity: dict[str, float],
         plugin_modules: tuple[str, ...],
         on_start: OnStart | None,
+        on_progress: OnProgress | None = None,
     ) -> None:
         self.ray, self.task, self.capacity = ray, task, capacity
-        self.plugin_modules, self.on_start = plugin_modules, on_start
+        self.plugin_modules, self.on_start, self.on_progress = plugin_modules, on_start, on_progress
         self.queue = list(trials)
         self.in_flight: dict[Any, _Flight] = {}  # streaming generator -> its trial
         self.used = {"CPU": 0.0, "GPU": 0.0}
@@ -187,6 +250,9 @@ class _Scheduler:
                 )
             if kind == "started":
                 flight.started = time.monotonic()
+            elif kind == "progress":
+                if self.on_progress is not None:
+                    self.on_progress(flight.trial, value)
             else:
                 done.append((gen, value))
         return done

@@ -96,6 +96,7 @@ class FlipAttack:
                     "lower_bound": float(step),
                     "extra": step,
                     "lower_bound_certified": False,
+                    "test_accuracy": 0.0,  # the attack's own (deliberately wrong) estimate
                 },
             )
 
