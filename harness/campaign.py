@@ -46,6 +46,7 @@ TOP_KEYS = (
     "max_retries",
     "feasibility_tol",
     "feasibility",
+    "store_poisons",
     "resources",
     *KINDS,
 )
@@ -118,6 +119,7 @@ class Trial:
     isolation: str = "process"
     memory_limit_mb: float | None = None
     feasibility: str = "exact"
+    store_poisons: bool = True  # write the poison set next to the rows (not part of the trial id)
 
     def config(self) -> dict[str, Any]:
         """The resolved configuration that decides the results (hashed into the trial id)."""
@@ -174,6 +176,7 @@ class Trial:
             "base_dir": self.base_dir,
             "isolation": self.isolation,
             "memory_limit_mb": self.memory_limit_mb,
+            **({} if self.store_poisons else {"store_poisons": False}),  # the default left out: rows unchanged
         }
 
     def describe(self) -> str:
@@ -203,6 +206,7 @@ class Campaign:
     isolation: str = "process"
     memory_limit_mb: float | None = None
     feasibility: str = "exact"
+    store_poisons: bool = True
     num_cpus: float = 1.0
     num_gpus: float = 0.0
     source: dict[str, Any] = field(default_factory=dict)
@@ -303,6 +307,7 @@ class Campaign:
                     self.isolation,
                     self.memory_limit_mb,
                     self.feasibility,
+                    self.store_poisons,
                 )
                 if trial.trial_id not in seen:
                     seen.add(trial.trial_id)
@@ -372,6 +377,9 @@ def parse_campaign(raw: dict[str, Any], path: str = "<campaign>", default_name: 
     if feasibility not in FEASIBILITY:
         raise p.fail("feasibility", f"expected one of {', '.join(map(repr, FEASIBILITY))}, got {feasibility!r}")
     memory = raw.get("memory_limit_mb")
+    store_poisons = raw.get("store_poisons", True)
+    if not isinstance(store_poisons, bool):
+        raise p.fail("store_poisons", f"expected true or false, got {store_poisons!r}")
     return Campaign(
         name=name,
         path=path,
@@ -385,6 +393,7 @@ def parse_campaign(raw: dict[str, Any], path: str = "<campaign>", default_name: 
         isolation=isolation,
         memory_limit_mb=None if memory is None else p.number(memory, "memory_limit_mb", minimum=1.0),
         feasibility=feasibility,
+        store_poisons=store_poisons,
         max_retries=p.integer(raw.get("max_retries", 1), "max_retries", minimum=0),
         num_cpus=p.number(resources.get("num_cpus", 1), "resources.num_cpus", minimum=0.0, strict=True),
         num_gpus=p.number(resources.get("num_gpus", 0), "resources.num_gpus", minimum=0.0),

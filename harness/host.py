@@ -48,11 +48,15 @@ BUILTIN_PLUGINS = (
     "poisonbench.plugins.defences.sphere",
     "poisonbench.plugins.defences.svd",
     "poisonbench.plugins.defences.trim",
+    "poisonbench.plugins.attacks.biggio_svm",
+    "poisonbench.plugins.attacks.gradient_lr",
     "poisonbench.plugins.attacks.kkt",
     "poisonbench.plugins.attacks.koh_label_flip",
     "poisonbench.plugins.attacks.label_flip",
     "poisonbench.plugins.attacks.minmax",
     "poisonbench.plugins.attacks.mtp",
+    "poisonbench.plugins.attacks.mtp_defence_aware",
+    "poisonbench.plugins.attacks.replay",
     "poisonbench.plugins.attacks.rmd",
 )
 

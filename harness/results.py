@@ -6,11 +6,17 @@ diagnostics, status / error text and provenance (versions, git revision, host, d
 timestamps). Rows of kind ``"trace"`` hold the attack's diagnostics every ``record_every``
 steps (no refit), for convergence plots. Every value is a plain JSON-friendly type; nested
 values (parameters, diagnostics, the resolved config) are JSON strings, never pickles.
+
+A trial's poisons are data too: a :class:`PoisonSet` (points, labels, their order, the batch and
+the first checkpoint each belongs to) is written as a Parquet artefact of plain numeric columns
+next to the trial's rows, and its content hash (:meth:`PoisonSet.sha256`) is every row's
+``poisons_sha256`` (``docs/campaigns.md``, "Poison sets").
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.metadata
 import json
 import math
@@ -18,20 +24,25 @@ import platform
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 #: Version of the row schema, stored in every Parquet file's metadata.
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 #: Columns added by each schema version after the first: a file of an older version is read
 #: with these columns null (they were not measured then).
 ADDED_COLUMNS: dict[int, tuple[str, ...]] = {
     2: ("fit_gap", "fit_converged", "diagnostics_n_poisons", "code_hash"),
     3: ("lower_bound_induced",),
     4: ("n_removed_poisons", "n_removed_clean"),
+    6: ("poisons_sha256",),
 }
 #: Columns that only checkpoint rows fill since schema version 5 (the harness's measurement of
 #: a fitted model). Before it, trace rows held the attack's own estimates there; the store reads
@@ -71,6 +82,12 @@ COLUMNS: tuple[tuple[str, pa.DataType, str], ...] = (
     ("n_train", pa.int64(), "clean training points"),
     ("poison_fraction", pa.float64(), "n_poisons / n_train"),
     ("stopped_early", pa.bool_(), "the attack stopped before reaching this budget"),
+    (
+        "poisons_sha256",
+        pa.string(),
+        "content hash of the trial's poison set (its _poisons artefact), the same in every row of the trial; "
+        "null when the trial produced no poisons",
+    ),
     ("test_accuracy", pa.float64(), "accuracy of the defended model on the test split"),
     ("subpop_accuracy", pa.float64(), "accuracy on the subpopulation's test points (null without one)"),
     ("lambda", pa.float64(), "the defence's 'lambda' hyperparameter (log L2 strength), when reported"),
@@ -241,3 +258,165 @@ def rows_to_table(rows: list[dict[str, Any]], metadata: dict[str, str] | None = 
     for k, v in (metadata or {}).items():
         meta[f"poisonbench.{k}".encode()] = v.encode()
     return pa.Table.from_pylist(full, schema=SCHEMA.with_metadata(meta))
+
+
+#: Version of the poison-set artefact format (file metadata ``poisonbench.poisons_version``).
+POISONS_VERSION = 1
+POISONS_VERSION_KEY = b"poisonbench.poisons_version"
+POISONS_SHA_KEY = b"poisonbench.poisons_sha256"
+#: The folder of a campaign directory that holds its poison sets (``_``: dataset readers skip it).
+POISONS_DIR = "_poisons"
+#: Identity entries of a poison set's metadata (informative: not part of its content hash).
+POISONS_IDENTITY = ("campaign", "trial_id", "dataset", "seed")
+_POISONS_SCHEMA = (
+    ("order", pa.int64()),
+    ("step", pa.int64()),
+    ("checkpoint", pa.int32()),
+    ("y", pa.float64()),
+)
+
+
+class PoisonSetError(ValueError):
+    """A poison-set artefact is unreadable, of another format, or fails its content hash."""
+
+
+def poisons_path(root: str | Path, campaign: str, trial_id: str) -> Path:
+    """Where a store under ``root`` keeps the poison set of trial ``trial_id`` of ``campaign``."""
+    return Path(root) / campaign / POISONS_DIR / f"poisons-{trial_id}.parquet"
+
+
+@dataclass(frozen=True)
+class PoisonSet:
+    """The poisons of one trial, in the order its attack yielded them.
+
+    ``X`` (n, d) and ``y`` (n,), float64; ``step[i]``: the 1-based index of the batch that yielded
+    point ``i`` (non-decreasing); ``checkpoint[i]``: the index of the first checkpoint (budgets in
+    increasing order) whose training set includes point ``i``; ``steps``: the batches the attack
+    yielded, empty ones included; ``dataset_digest``: :meth:`poisonbench.dataset.Dataset.digest`
+    of the data the poisons were crafted on. ``identity``: the :data:`POISONS_IDENTITY` of the
+    trial (campaign, trial id, dataset config JSON, seed), informative only.
+    """
+
+    X: np.ndarray
+    y: np.ndarray
+    step: np.ndarray
+    checkpoint: np.ndarray
+    steps: int
+    dataset_digest: str
+    identity: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def n_features(self) -> int:
+        return int(self.X.shape[1])
+
+    def sha256(self) -> str:
+        """The content hash: SHA-256 of the format version, the sizes, ``steps``, the dataset
+        digest and the little-endian bytes of ``step``, ``checkpoint``, ``y`` and ``X`` (independent
+        of the Parquet encoding, so equal poisons have equal hashes wherever they were written)."""
+        n, d = self.X.shape
+        h = hashlib.sha256(
+            f"poisonbench-poisons-v{POISONS_VERSION} {n} {d} {self.steps} {self.dataset_digest}\n".encode()
+        )
+        for arr, dtype in ((self.step, "<i8"), (self.checkpoint, "<i4"), (self.y, "<f8"), (self.X, "<f8")):
+            h.update(np.ascontiguousarray(arr, dtype=dtype).tobytes())
+        return h.hexdigest()
+
+    def batches(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``(X, y)`` of each of the ``steps`` batches in order (empty ones included)."""
+        bounds = np.searchsorted(self.step, np.arange(1, self.steps + 2), side="left")
+        for start, stop in zip(bounds[:-1], bounds[1:]):
+            yield self.X[start:stop], self.y[start:stop]
+
+    def to_parquet(self) -> bytes:
+        """The artefact: a zstd Parquet file of plain numeric columns ``order``, ``step``,
+        ``checkpoint``, ``y`` and ``x`` (fixed-size list of ``d`` float64), with the format
+        version, the content hash, ``steps``, the dataset digest and the identity in its metadata."""
+        n, d = self.X.shape
+        columns: dict[str, pa.Array] = {
+            "order": pa.array(np.arange(n, dtype=np.int64)),
+            "step": pa.array(np.asarray(self.step, dtype=np.int64)),
+            "checkpoint": pa.array(np.asarray(self.checkpoint, dtype=np.int32)),
+            "y": pa.array(np.asarray(self.y, dtype=np.float64)),
+            "x": pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(self.X, np.float64).ravel()), d),
+        }
+        meta = {
+            POISONS_VERSION_KEY: str(POISONS_VERSION).encode(),
+            POISONS_SHA_KEY: self.sha256().encode(),
+            b"poisonbench.steps": str(self.steps).encode(),
+            b"poisonbench.dataset_digest": self.dataset_digest.encode(),
+            **{f"poisonbench.{k}".encode(): v.encode() for k, v in self.identity.items()},
+        }
+        sink = pa.BufferOutputStream()
+        pq.write_table(pa.table(columns).replace_schema_metadata(meta), sink, compression="zstd")
+        return bytes(sink.getvalue())
+
+
+def recorded_poisons_sha256(source: bytes | str | Path) -> str | None:
+    """The content hash a poison-set artefact records in its metadata (not verified), or None
+    for a file that is not one."""
+    try:
+        schema = pq.read_schema(pa.BufferReader(source) if isinstance(source, bytes) else source)
+    except (OSError, pa.ArrowException):
+        return None
+    value = (schema.metadata or {}).get(POISONS_SHA_KEY)
+    return None if value is None else value.decode()
+
+
+def read_poison_set(source: bytes | str | Path, expected_sha256: str | None = None) -> PoisonSet:
+    """The poison set in an artefact (a path, or the file's bytes), verified: its format, and its
+    content against the hash in its metadata and against ``expected_sha256`` when given (the
+    hash its trial's rows record). :class:`PoisonSetError` with one line naming the problem."""
+    where = "poison set" if isinstance(source, bytes) else f"poison set {source}"
+    try:
+        table = pq.read_table(pa.BufferReader(source) if isinstance(source, bytes) else source)
+    except FileNotFoundError:
+        raise PoisonSetError(f"{where}: no such file") from None
+    except (OSError, pa.ArrowException) as exc:
+        raise PoisonSetError(f"{where}: not a readable Parquet file ({' '.join(str(exc).split())[:200]})") from None
+    meta = table.schema.metadata or {}
+    if meta.get(POISONS_VERSION_KEY) != str(POISONS_VERSION).encode():
+        raise PoisonSetError(f"{where}: not a poisonbench poison set of format version {POISONS_VERSION}")
+    x_type = table.schema.field("x").type if "x" in table.column_names else None
+    expected = [f"{name} {typ}" for name, typ in _POISONS_SCHEMA]
+    found = [f"{f.name} {f.type}" for f in table.schema if f.name != "x"]
+    if (
+        found != expected
+        or x_type is None
+        or not pa.types.is_fixed_size_list(x_type)
+        or x_type.value_type != pa.float64()
+        or any(table[c].null_count for c in table.column_names)
+    ):
+        raise PoisonSetError(f"{where}: expected null-free columns {', '.join(expected)}, x fixed_size_list<double>")
+    n, d = table.num_rows, x_type.list_size
+    try:
+        steps = int(meta[b"poisonbench.steps"])
+        digest, recorded = meta[b"poisonbench.dataset_digest"].decode(), meta[POISONS_SHA_KEY].decode()
+    except (KeyError, ValueError):
+        raise PoisonSetError(f"{where}: metadata without steps, dataset digest or content hash") from None
+    step = table["step"].to_numpy()
+    poisons = PoisonSet(
+        X=table["x"].combine_chunks().flatten().to_numpy(zero_copy_only=False).reshape(n, d),
+        y=table["y"].to_numpy(),
+        step=step,
+        checkpoint=table["checkpoint"].to_numpy(),
+        steps=steps,
+        dataset_digest=digest,
+        identity={
+            k: meta[f"poisonbench.{k}".encode()].decode()
+            for k in POISONS_IDENTITY
+            if f"poisonbench.{k}".encode() in meta
+        },
+    )
+    actual = poisons.sha256()
+    if actual != recorded:
+        raise PoisonSetError(
+            f"{where}: content hash {actual[:16]}… differs from the recorded {recorded[:16]}… (modified)"
+        )
+    if expected_sha256 is not None and actual != expected_sha256:
+        raise PoisonSetError(
+            f"{where}: content hash {actual[:16]}… is not the {expected_sha256[:16]}… its trial's rows record"
+        )
+    ordered = np.array_equal(table["order"].to_numpy(), np.arange(n))
+    if not ordered or (n and (step[0] < 1 or step[-1] > steps or np.any(np.diff(step) < 0))):
+        raise PoisonSetError(f"{where}: rows out of order or steps outside 1..{steps}")
+    return poisons

@@ -10,6 +10,10 @@ budget. Every poison batch is checked against the harness's own copy of the data
 campaign says ``feasibility = "box"``, integral on integer features and 0/1 with at most one 1
 in each one-hot group; never past the budget); any exception or violation makes
 the trial's rows ``status = "failed"`` with an error naming the component. Never raises.
+
+The accepted poisons (a failed trial's too) become the trial's :class:`~poisonbench.results.PoisonSet`:
+its content hash is every row's ``poisons_sha256`` and, unless the campaign says
+``store_poisons = false``, :func:`run_trial_with_poisons` returns its Parquet bytes for the store.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import dataclasses
 import time
 import traceback
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -31,7 +36,15 @@ from poisonbench.host import PluginHost, load_host
 from poisonbench.learner import fit_certificate, require_certified
 from poisonbench.progress import PROGRESS_SECONDS, OnTrialProgress, TrialProgress
 from poisonbench.registry import Component
-from poisonbench.results import DIAGNOSTIC_COLUMNS, finite_or_none, jsonable, provenance, to_json, utcnow
+from poisonbench.results import (
+    DIAGNOSTIC_COLUMNS,
+    PoisonSet,
+    finite_or_none,
+    jsonable,
+    provenance,
+    to_json,
+    utcnow,
+)
 
 COMPONENT_KINDS = ("dataset", "learner", "defence", "attack")
 _HOSTS: dict[tuple[str, ...], PluginHost] = {}
@@ -50,6 +63,16 @@ def host_for(extra_modules: Sequence[str]) -> PluginHost:
     return _HOSTS[key]
 
 
+@dataclass
+class TrialResult:
+    """What one trial produced: its rows and its poison set as the bytes of a Parquet artefact
+    (:meth:`~poisonbench.results.PoisonSet.to_parquet`; None when the trial produced no poisons
+    or the campaign does not store them). Plain data, cheap to send from a worker process."""
+
+    rows: list[dict[str, Any]]
+    poisons: bytes | None = None
+
+
 def run_trial(
     trial: Trial, host: PluginHost, executor: str = "local", on_progress: OnTrialProgress | None = None
 ) -> list[dict[str, Any]]:
@@ -57,6 +80,13 @@ def run_trial(
 
     ``on_progress`` receives a :class:`~poisonbench.progress.TrialProgress` when the attack
     starts and then at most every :data:`~poisonbench.progress.PROGRESS_SECONDS` while it runs."""
+    return run_trial_with_poisons(trial, host, executor, on_progress).rows
+
+
+def run_trial_with_poisons(
+    trial: Trial, host: PluginHost, executor: str = "local", on_progress: OnTrialProgress | None = None
+) -> TrialResult:
+    """:func:`run_trial`, with the trial's poison set for the store (what the executors run)."""
     return _TrialRun(trial, host, executor, on_progress).run()
 
 
@@ -138,6 +168,16 @@ def _code_hash_of(components: dict[str, Component | None]) -> str | None:
     return code_hash(tuple(sorted({getattr(c.factory, "__module__", "") for c in components.values() if c})))
 
 
+def create_component(
+    host: PluginHost, kind: str, name: str, params: dict[str, Any], seed: int, base_dir: str | None
+) -> Any:
+    """The ``kind`` component ``name`` as a trial builds it: declared file parameters resolved
+    against ``base_dir`` (the campaign file's folder), and a dataset made with the trial's ``seed``."""
+    extra = {"seed": seed} if kind == "dataset" else {}
+    declarations = host.registry.get(kind + "s", name).declarations
+    return host.create(kind + "s", name, **extra, **resolved(declarations, params, base_dir))
+
+
 def private_copy(data: Dataset) -> Dataset:
     """A copy of ``data`` sharing no array with it (the harness's own truth)."""
     fs = data.feasible
@@ -209,8 +249,10 @@ class _TrialRun:
         self.diagnostics: dict[str, Any] = {}
         self.diagnostics_count: int | None = None  # poisons of the model the diagnostics describe
         self.pending: list[tuple[int, int | float, int]] = []
+        self.batches: list[PoisonBatch] = []
+        self.budget_points: list[int] = []  # the budgets in poisons, increasing (checkpoint order)
 
-    def run(self) -> list[dict[str, Any]]:
+    def run(self) -> TrialResult:
         self.started_at = utcnow()
         self.t0 = time.perf_counter()
         try:
@@ -220,17 +262,41 @@ class _TrialRun:
         except BaseException as exc:  # every plugin failure, sys.exit included, becomes a failed row
             self._fail(exc)
         finished = utcnow()
+        poisons = self._poison_set()
+        sha = None if poisons is None else poisons.sha256()
         for row in self.rows:
             row["started_at"], row["finished_at"] = self.started_at, finished
-        return self.rows
+            row["poisons_sha256"] = sha
+        stored = poisons.to_parquet() if poisons is not None and self.trial.store_poisons else None
+        return TrialResult(self.rows, stored)
+
+    def _poison_set(self) -> PoisonSet | None:
+        """The accepted poisons as a :class:`PoisonSet` (None when there are none)."""
+        if self.count == 0:
+            return None
+        X, y = self._poisons(self.count)
+        step = np.repeat(np.arange(1, len(self.batches) + 1), [len(b.y) for b in self.batches])
+        checkpoint = np.searchsorted(np.asarray(self.budget_points), np.arange(self.count), side="right")
+        identity = {
+            "campaign": self.trial.campaign,
+            "trial_id": self.trial.trial_id,
+            "dataset": self.trial.dataset.config_json,
+            "seed": str(self.trial.seed),
+        }
+        return PoisonSet(
+            X.astype(np.float64),
+            y.astype(np.float64),
+            step,
+            checkpoint,
+            len(self.batches),
+            self.visible_digest,
+            identity,
+        )
 
     def _create(self, kind: str) -> Any:
         spec = getattr(self.trial, kind)
         self.stage = (kind, spec.name)
-        extra = {"seed": self.trial.seed} if kind == "dataset" else {}
-        declarations = self.host.registry.get(kind + "s", spec.name).declarations
-        params = resolved(declarations, spec.params, self.trial.base_dir)
-        return self.host.create(kind + "s", spec.name, **extra, **params)
+        return create_component(self.host, kind, spec.name, spec.params, self.trial.seed, self.trial.base_dir)
 
     def _run(self) -> None:
         t = self.trial
@@ -251,6 +317,7 @@ class _TrialRun:
         self.stage = ("budgets", "")
         resolved = sorted(((resolve_budget(b, ds.n_train), i, b) for i, b in enumerate(t.budgets)))
         self.pending = [(i, b, n) for i, (n, _, b) in enumerate(resolved)]
+        self.budget_points = [n for n, _, _ in resolved]
         self.stage = ("scenario", "")
         try:
             scenario = Scenario(
@@ -266,7 +333,6 @@ class _TrialRun:
             raise ComponentError(f"dataset {t.dataset.name!r}: {exc.args[0]}") from None
         self.scenario, self.learner, self.defence = scenario, learner, defence
         self.sub_test = None if t.subpopulation is None else ds.subpopulation(t.subpopulation).test_idx
-        self.batches: list[PoisonBatch] = []
         self._checkpoints(reached=0)
         self.stage = ("attack", t.attack.name)
         stream: Iterator[Any] = iter(attack.poison(scenario))

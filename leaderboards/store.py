@@ -6,6 +6,7 @@ Layout (``docs/campaigns.md``)::
     <root>/<campaign>/_campaign.json                  the campaign file as parsed, and its hash (JSON)
     <root>/<campaign>/trial-<trial_id>.parquet        the rows of one trial (schema: poisonbench.results)
     <root>/<campaign>/part-<generation>-<hash>.parquet  the rows of many trials (after compaction)
+    <root>/<campaign>/_poisons/poisons-<trial_id>.parquet  the poison set of one trial (data only)
 
 Each file is written to a hidden temporary file in the same directory, flushed, fsynced and
 renamed over its final name (``os.replace``, atomic on POSIX), so a killed run leaves either
@@ -19,6 +20,11 @@ the next generation holding every counted row and only then deletes the files it
 a compaction killed at any moment leaves the same counted rows (at worst some files that are
 already superseded). A trial file whose rows name another trial or campaign (a copy under
 another name) is skipped with a warning, so it is never counted twice.
+
+**Poison sets** (:class:`poisonbench.results.PoisonSet`) live in the campaign's ``_poisons``
+folder, one per trial that produced poisons, written (atomically) before the trial's rows, whose
+``poisons_sha256`` names their content hash; they are never rows, compaction leaves them alone,
+and a trial written again without one loses a poison set whose hash its new rows do not name.
 
 The schema version is in each file's metadata (``poisonbench.schema_version``). Files that
 are corrupt, foreign, of another schema version or of other column types are reported with a
@@ -47,8 +53,13 @@ from poisonbench.results import (
     ADDED_COLUMNS,
     MEASURED_COLUMNS,
     MEASURED_ONLY_SINCE,
+    POISONS_DIR,
     SCHEMA,
     SCHEMA_VERSION,
+    PoisonSet,
+    poisons_path,
+    read_poison_set,
+    recorded_poisons_sha256,
     rows_to_table,
     to_json,
 )
@@ -85,6 +96,11 @@ class Store:
     def trial_path(self, campaign: str, trial_id: str) -> Path:
         return self.campaign_dir(campaign) / f"trial-{trial_id}.parquet"
 
+    def poisons_path(self, campaign: str, trial_id: str) -> Path:
+        """The poison-set artefact of a trial (``<campaign>/_poisons/poisons-<trial_id>.parquet``)."""
+        self.campaign_dir(campaign)  # checks the name
+        return poisons_path(self.root, campaign, trial_id)
+
     def campaigns(self) -> list[str]:
         """Names of the campaigns that have result files or a ``_campaign.json``."""
         if not self.root.is_dir():
@@ -104,8 +120,13 @@ class Store:
                 _warn(entry, "not a campaign directory of this store (no _campaign.json or trial files)")
         return out
 
-    def write_trial(self, campaign: str, trial_id: str, rows: list[dict[str, Any]]) -> Path:
-        """Write the rows of one trial atomically (replacing an earlier file of the same trial)."""
+    def write_trial(
+        self, campaign: str, trial_id: str, rows: list[dict[str, Any]], poisons: bytes | None = None
+    ) -> Path:
+        """Write the rows of one trial atomically (replacing an earlier file of the same trial),
+        after its poison set when given (the artefact's bytes, whose recorded content hash must be
+        the rows' ``poisons_sha256``). Without one, a stored poison set of the trial that the rows
+        do not name is deleted (it belonged to an earlier run)."""
         if not re.fullmatch(r"[0-9a-f]{16}", trial_id):
             raise ValueError(f"trial id {trial_id!r}: expected 16 hex digits")
         path = self.trial_path(campaign, trial_id)
@@ -115,12 +136,47 @@ class Store:
         if owners != {(campaign, trial_id)}:
             raise ValueError(f"trial {trial_id} of campaign {campaign!r}: the rows belong to {sorted(owners)[:3]}")
         table = rows_to_table(rows, {"campaign": campaign, "trial_id": trial_id})
+        named = set(table["poisons_sha256"].to_pylist())
+        artefact = self.poisons_path(campaign, trial_id)
+        if poisons is not None:
+            recorded = recorded_poisons_sha256(poisons)
+            if recorded is None or named != {recorded}:
+                raise ValueError(
+                    f"trial {trial_id}: the poison set's content hash {recorded} is not the rows' "
+                    f"poisons_sha256 {sorted(map(str, named))[:2]}"
+                )
+            artefact.parent.mkdir(parents=True, exist_ok=True)
+            _remove_stale_temp(artefact)
+            _atomic_write(artefact, lambda f: f.write(poisons))
+        elif artefact.exists() and recorded_poisons_sha256(artefact) not in named:
+            artefact.unlink()
         path.parent.mkdir(parents=True, exist_ok=True)
-        for stale in path.parent.glob(f".{path.name}.*.tmp"):
-            if not _writer_alive(stale):  # another live process's temp file is its business
-                stale.unlink(missing_ok=True)
+        _remove_stale_temp(path)
         _atomic_write(path, lambda f: pq.write_table(table, f, compression="zstd"))
         return path
+
+    def read_poisons(self, campaign: str, trial_id: str) -> PoisonSet:
+        """The poison set of a counted trial, verified against the content hash its rows record
+        (``ValueError`` with one line: no such trial, no poison set, or a hash mismatch)."""
+        table, _ = self._campaign_table(campaign, ["trial_id", "poisons_sha256"])
+        hashes = table.filter(pc.equal(table["trial_id"], trial_id))["poisons_sha256"].to_pylist()
+        if not hashes:
+            raise ValueError(f"campaign {campaign!r} in {self.root} has no trial {trial_id}")
+        named = sorted({h for h in hashes if h is not None})
+        if not named:
+            raise ValueError(
+                f"trial {trial_id} of campaign {campaign!r} has no poison set (it produced no poisons, "
+                f"or its rows predate schema version 6)"
+            )
+        if len(named) > 1:
+            raise ValueError(f"trial {trial_id} of campaign {campaign!r}: its rows name {len(named)} poison sets")
+        path = self.poisons_path(campaign, trial_id)
+        if not path.is_file():
+            raise ValueError(
+                f"trial {trial_id} of campaign {campaign!r}: no stored poison set {path} "
+                f"(the campaign ran with store_poisons = false?)"
+            )
+        return read_poison_set(path, named[0])
 
     def write_campaign(self, campaign: str, payload: dict[str, Any]) -> Path | None:
         """Record the campaign in ``_campaign.json``: ``payload`` (the parsed campaign file) and its
@@ -225,6 +281,8 @@ class Store:
                 out.trials.append((entry, trial.group(1)))
             elif part and entry.is_file():
                 out.parts.append((entry, int(part.group(1))))
+            elif entry.name == POISONS_DIR and entry.is_dir():
+                continue  # poison sets: data of the trials, never rows
             elif entry.name not in (CAMPAIGN_FILE, LOCK_FILE) and not TEMP_FILE.match(entry.name):
                 _warn(entry, "foreign file in a campaign directory, ignored")
         return out
@@ -381,6 +439,13 @@ def campaign_lock(store: Store, campaign: str, on_wait: Any = None) -> Iterator[
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _remove_stale_temp(path: Path) -> None:
+    """Delete the temporary files of ``path`` that no live process is writing."""
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        if not _writer_alive(stale):  # another live process's temp file is its business
+            stale.unlink(missing_ok=True)
 
 
 def _atomic_write(path: Path, write: Any) -> None:

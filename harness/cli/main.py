@@ -13,6 +13,7 @@ import click
 from poisonbench.cli.common import UserError
 from poisonbench.cli.leaderboard_cmd import leaderboard
 from poisonbench.cli.list_cmd import list_cmd
+from poisonbench.cli.poisons_cmd import poisons
 from poisonbench.cli.run_cmd import run
 from poisonbench.host import PluginError
 from poisonbench.registry import UnknownNameError
@@ -35,6 +36,7 @@ def cli(ctx: click.Context, plugin_modules: tuple[str, ...]) -> None:
 cli.add_command(list_cmd)
 cli.add_command(run)
 cli.add_command(leaderboard)
+cli.add_command(poisons)
 
 
 def main(argv: list[str] | None = None) -> None:

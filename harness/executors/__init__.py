@@ -8,7 +8,8 @@ timeout is set) and ``ray`` (:mod:`poisonbench.executors.ray_executor`).
 
 :func:`run_campaign` skips trials whose results are already in the store, writes every
 outcome to the store as it arrives (so an interrupted campaign loses no finished trial) and
-calls the ``trial_started`` / ``trial_finished`` hooks. A :class:`Progress` sink hears of the
+calls the ``trial_started`` / ``trial_finished`` hooks (a trial's poison set, when it has one
+to store, is written with its rows). A :class:`Progress` sink hears of the
 campaign's start, of each running trial's progress reports (:mod:`poisonbench.progress`) and of
 each finished trial.
 """
@@ -146,7 +147,7 @@ def run_campaign(
 
     try:
         for outcome in executor.run(todo, on_start, None if progress is None else _progress_sink(progress)):
-            store.write_trial(campaign, outcome.trial.trial_id, outcome.rows)
+            store.write_trial(campaign, outcome.trial.trial_id, outcome.rows, outcome.poisons)
             report.outcomes.append(outcome)
             _call_hook(host, "trial_finished", trial=outcome.trial.as_dict(), rows=outcome.rows)
             if progress is not None:

@@ -16,10 +16,12 @@ OnProgress = Callable[[Trial, TrialProgress], None]
 
 @dataclass
 class TrialOutcome:
-    """The rows one trial produced."""
+    """The rows one trial produced, and its poison set as Parquet bytes
+    (:class:`poisonbench.trial.TrialResult`; None when there is none to store)."""
 
     trial: Trial
     rows: list[dict[str, Any]]
+    poisons: bytes | None = None
 
     @property
     def status(self) -> str:

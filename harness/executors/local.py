@@ -7,7 +7,8 @@ cannot be interrupted any other way), the trial becomes a failed row and a fresh
 the next trial. A child that dies on its own (segfault, out of memory) is a system failure:
 the trial is retried up to ``trial.max_retries`` times. Plugin exceptions are never retried.
 The child sends the trial's progress reports (:mod:`poisonbench.progress`) over the same pipe
-before its rows; they are handed to ``on_progress`` and count against no limit.
+before its result (rows and the poison set's Parquet bytes, :class:`~poisonbench.trial.TrialResult`);
+they are handed to ``on_progress`` and count against no limit.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from poisonbench.executors.base import OnProgress, OnStart, TrialOutcome
 from poisonbench.host import PluginHost
 from poisonbench.progress import OnTrialProgress, TrialProgress
 from poisonbench.results import utcnow
-from poisonbench.trial import failure_rows, host_for, run_trial
+from poisonbench.trial import TrialResult, failure_rows, host_for, run_trial_with_poisons
 
 #: Seconds a fresh child may take to import the plugins before it counts as broken.
 STARTUP_TIMEOUT = 120.0
@@ -53,17 +54,17 @@ class LocalExecutor:
                 on_start(trial)
             report = None if on_progress is None else _for_trial(on_progress, trial)
             if trial.isolation == "none":
-                rows = run_trial(trial, self.host, self.name, report)
+                result = run_trial_with_poisons(trial, self.host, self.name, report)
             else:
-                rows = self._run_in_child(trial, report)
-            yield TrialOutcome(trial, rows)
+                result = self._run_in_child(trial, report)
+            yield TrialOutcome(trial, result.rows, result.poisons)
 
     def close(self) -> None:
         if self._child is not None:
             self._child.stop()
             self._child = None
 
-    def _run_in_child(self, trial: Trial, on_progress: OnTrialProgress | None) -> list[dict[str, Any]]:
+    def _run_in_child(self, trial: Trial, on_progress: OnTrialProgress | None) -> TrialResult:
         started, t0 = utcnow(), time.perf_counter()
         attempts, attempt = trial.max_retries + 1, 0
         while True:
@@ -72,31 +73,37 @@ class LocalExecutor:
                 try:
                     self._child = _Child(self.plugin_modules)
                 except _ChildDied as exc:
-                    return failure_rows(
-                        trial, f"local executor: worker process failed to start: {exc}", self.name, started
+                    return TrialResult(
+                        failure_rows(
+                            trial, f"local executor: worker process failed to start: {exc}", self.name, started
+                        )
                     )
             try:
                 return self._child.run(trial, None if trial.timeout is None else float(trial.timeout), on_progress)
             except _Overrun:
                 self._child.kill()
                 self._child = None
-                return failure_rows(
-                    trial,
-                    f"timeout: trial did not finish within {trial.timeout:g} s and was killed",
-                    self.name,
-                    started,
-                    time.perf_counter() - t0,
+                return TrialResult(
+                    failure_rows(
+                        trial,
+                        f"timeout: trial did not finish within {trial.timeout:g} s and was killed",
+                        self.name,
+                        started,
+                        time.perf_counter() - t0,
+                    )
                 )
             except _ChildDied as exc:
                 self._child = None
                 if attempt == attempts:
-                    return failure_rows(
-                        trial,
-                        f"worker process died ({exc}) in {attempts} attempt(s): the trial's code exited "
-                        f"or crashed (os._exit, a segfault, the memory limit)",
-                        self.name,
-                        started,
-                        time.perf_counter() - t0,
+                    return TrialResult(
+                        failure_rows(
+                            trial,
+                            f"worker process died ({exc}) in {attempts} attempt(s): the trial's code exited "
+                            f"or crashed (os._exit, a segfault, the memory limit)",
+                            self.name,
+                            started,
+                            time.perf_counter() - t0,
+                        )
                     )
 
 
@@ -130,10 +137,8 @@ class _Child:
             self.kill()
             raise _ChildDied(str(ready))
 
-    def run(
-        self, trial: Trial, timeout: float | None, on_progress: OnTrialProgress | None = None
-    ) -> list[dict[str, Any]]:
-        """Send ``trial``, pass its progress reports to ``on_progress``, return its rows (the
+    def run(self, trial: Trial, timeout: float | None, on_progress: OnTrialProgress | None = None) -> TrialResult:
+        """Send ``trial``, pass its progress reports to ``on_progress``, return its result (the
         ``timeout`` counts from the send, whatever the child reports meanwhile)."""
         try:
             self.conn.send(trial)
@@ -214,6 +219,6 @@ def _child_main(conn: Connection, plugin_modules: tuple[str, ...]) -> None:
         if trial is None:
             return
         _limit_memory(trial.memory_limit_mb)
-        rows = run_trial(trial, host, LocalExecutor.name, conn.send)
+        result = run_trial_with_poisons(trial, host, LocalExecutor.name, conn.send)
         _limit_memory(None)
-        conn.send(rows)
+        conn.send(result)

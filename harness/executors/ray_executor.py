@@ -2,7 +2,8 @@
 
 - ``address=None`` starts a new local Ray (``ray.init(address="local")``: never a cluster that
   ``ray start`` left running on this machine) with a small object store
-  (:data:`OBJECT_STORE_BYTES`; trials return only their rows), no dashboard and worker logs
+  (:data:`OBJECT_STORE_BYTES`; trials return only their rows and poison sets, spilled to disk
+  by Ray past it), no dashboard and worker logs
   kept out of the driver's terminal; workers inherit this process's ``sys.path`` entries
   outside site-packages (so ``--plugin`` modules next to the campaign import) and
   ``POISONBENCH_LOAD_PLUGINS``. With an address, Ray connects to that cluster, whose nodes
@@ -22,7 +23,8 @@
   ``retry_exceptions=False`` — a plugin exception is already a failed row and never retried.
 - Progress: the task runs its trial in a thread of the worker and yields the trial's progress
   reports (:mod:`poisonbench.progress`) as ``("progress", report)`` items between ``started``
-  and its rows; the driver hands them to ``on_progress``.
+  and its result (rows and the poison set's Parquet bytes, :class:`~poisonbench.trial.TrialResult`);
+  the driver hands them to ``on_progress``.
 - Quiet start: a locally started Ray logs only warnings and errors to the driver (no "Started a
   local Ray instance" banner) and not the notice that token authentication is on by default
   (:data:`TOKEN_NOTICE`; authentication stays on). Ray's other warnings, worker crashes and
@@ -47,9 +49,9 @@ from poisonbench.campaign import Trial
 from poisonbench.executors.base import OnProgress, OnStart, TrialOutcome
 from poisonbench.progress import TrialProgress
 from poisonbench.results import utcnow
-from poisonbench.trial import failure_rows, host_for, run_trial
+from poisonbench.trial import TrialResult, failure_rows, host_for, run_trial_with_poisons
 
-#: Object store size of a locally started Ray (bytes): rows are small.
+#: Object store size of a locally started Ray (bytes): rows are small, poison sets compressed.
 OBJECT_STORE_BYTES = 128 * 1024**2
 #: Seconds between checks of the deadlines while waiting for results.
 POLL_SECONDS = 0.5
@@ -68,15 +70,15 @@ def _ray_trial(trial: Trial, plugin_modules: tuple[str, ...]) -> Iterator[tuple[
     """Body of the Ray task (a streaming generator): ``("started", None)`` once the worker has
     loaded the plugins, so that the timeout counts from there, then ``("progress", report)``
     items while the trial runs (in a thread: a generator cannot yield from inside the trial's
-    callback), then ``("rows", rows)``."""
+    callback), then ``("rows", result)`` (a :class:`~poisonbench.trial.TrialResult`)."""
     host = host_for(plugin_modules)
     yield ("started", None)
     reports: queue.SimpleQueue[TrialProgress | None] = queue.SimpleQueue()  # None: the trial ended
-    outcome: list[list[dict[str, Any]] | BaseException] = []
+    outcome: list[TrialResult | BaseException] = []
 
     def body() -> None:
         try:
-            outcome.append(run_trial(trial, host, RayExecutor.name, reports.put))
+            outcome.append(run_trial_with_poisons(trial, host, RayExecutor.name, reports.put))
         except BaseException as exc:  # a harness bug: raised from the task, as before
             outcome.append(exc)
         finally:
@@ -231,8 +233,8 @@ class _Scheduler:
     def wait_seconds(self) -> float:
         return _wait_seconds(self.in_flight.values())
 
-    def collect(self, ready: list[Any]) -> list[tuple[Any, list[dict[str, Any]]]]:
-        """Read one report of each ready task; return the finished ``(task, rows)``."""
+    def collect(self, ready: list[Any]) -> list[tuple[Any, TrialResult]]:
+        """Read one report of each ready task; return the finished ``(task, result)``."""
         done = []
         for gen in ready:
             flight = self.in_flight[gen]
@@ -241,12 +243,14 @@ class _Scheduler:
             except Exception as exc:  # the worker died after its retries, or a harness bug
                 elapsed = None if flight.started is None else time.monotonic() - flight.started
                 kind = "rows"
-                value = failure_rows(
-                    flight.trial,
-                    f"ray: {type(exc).__name__}: {_first_line(exc)}",
-                    RayExecutor.name,
-                    flight.started_at,
-                    elapsed,
+                value = TrialResult(
+                    failure_rows(
+                        flight.trial,
+                        f"ray: {type(exc).__name__}: {_first_line(exc)}",
+                        RayExecutor.name,
+                        flight.started_at,
+                        elapsed,
+                    )
                 )
             if kind == "started":
                 flight.started = time.monotonic()
@@ -257,7 +261,7 @@ class _Scheduler:
                 done.append((gen, value))
         return done
 
-    def expired(self) -> list[tuple[Any, list[dict[str, Any]]]]:
+    def expired(self) -> list[tuple[Any, TrialResult]]:
         """Cancel (force: the worker is killed) every started trial past its timeout."""
         now = time.monotonic()
         done = []
@@ -266,20 +270,19 @@ class _Scheduler:
             if timeout is not None and flight.started is not None and now - flight.started > timeout:
                 self.ray.cancel(gen, force=True)
                 error = f"timeout: trial did not finish within {timeout:g} s and was cancelled (ray.cancel force=True)"
-                done.append(
-                    (gen, failure_rows(flight.trial, error, RayExecutor.name, flight.started_at, now - flight.started))
-                )
+                rows = failure_rows(flight.trial, error, RayExecutor.name, flight.started_at, now - flight.started)
+                done.append((gen, TrialResult(rows)))
         return done
 
-    def release(self, finished: list[tuple[Any, list[dict[str, Any]]]]) -> Iterator[TrialOutcome]:
+    def release(self, finished: list[tuple[Any, TrialResult]]) -> Iterator[TrialOutcome]:
         """Free the resources of the finished trials and yield their outcomes."""
-        for gen, rows in finished:
+        for gen, result in finished:
             if gen not in self.in_flight:  # finished and expired in the same round: report once
                 continue
             trial = self.in_flight.pop(gen).trial
             self.used["CPU"] -= trial.num_cpus
             self.used["GPU"] -= trial.num_gpus
-            yield TrialOutcome(trial, rows)
+            yield TrialOutcome(trial, result.rows, result.poisons)
 
 
 def probe_address(address: str, seconds: float = PROBE_SECONDS) -> None:

@@ -204,35 +204,42 @@ class WorstPointSolver:
         import cvxpy as cp
 
         self.F = feasible
-        self.problems = {label: _LabelProgram(cp, feasible, region) for label, region in feasible.regions.items()}
+        self.problems = {label: RegionProgram(cp, feasible, region) for label, region in feasible.regions.items()}
 
     def __call__(self, model: Model) -> WorstPoint:
         """The worst point at ``model`` (ties between the labels go to +1); its ``bound`` is a
         certified upper bound on max_F ℓ(model), over both labels."""
         points = []
         for label in (1.0, -1.0):
-            x, attained, dual = self.problems[label].solve(-label * model.w)
+            solved = self.problems[label].solve(-label * model.w)
+            assert solved is not None, "without a cut F_y holds μ_y, so it is never empty"
+            x, attained, dual = solved
             offset = 1.0 - label * model.b
             points.append(WorstPoint(x, label, max(0.0, offset + attained), max(0.0, offset + dual)))
         best = max(points, key=lambda p: p.loss)
         return WorstPoint(best.x, best.y, best.loss, max(p.bound for p in points))
 
 
-class _LabelProgram:
-    """max c·x over F_y, in z = x − μ_y: the cvxpy problem, its certificate and its repair."""
+class RegionProgram:
+    """max c·x over F_y, optionally cut by one half-space a·x ≤ β (the pieces of MTP's hinge
+    max-loss difference, ``mtp_defence_aware``), in z = x − μ_y: the cvxpy problem (compiled
+    once, re-solved with new c, a, β), its certificate and its repair."""
 
     def __init__(self, cp: Any, F: OracleFeasibleSet, region: ClassRegion) -> None:
         mu = region.centroid
         self.mu, self.F, self.region = mu, F, region
         d = mu.shape[0]
         self.c = cp.Parameter(d)
+        self.a = cp.Parameter(d, value=np.zeros(d))
+        self.beta = cp.Parameter(value=1.0)  # β − a·μ: the cut in z; 0·z ≤ 1 is no cut
         self.z = cp.Variable(d)
         self.upper = self.z <= F.hi - mu
         self.lower = self.z >= F.lo - mu
         self.group_rows = [np.isin(np.arange(d), g).astype(np.float64) for g in F.groups]
         self.group_caps = np.array([1.0 - row @ mu for row in self.group_rows])
         self.groups = [row @ self.z <= cap for row, cap in zip(self.group_rows, self.group_caps)]
-        constraints = [self.upper, self.lower, *self.groups]
+        self.cut = self.a @ self.z <= self.beta
+        constraints = [self.upper, self.lower, *self.groups, self.cut]
         if region.sphere_radius is not None:
             constraints.append(cp.norm(self.z, 2) <= region.sphere_radius)
         self.slab: tuple[Any, Any] | None = None
@@ -242,18 +249,26 @@ class _LabelProgram:
         self.problem = cp.Problem(cp.Maximize(self.c @ self.z), constraints)
         self.cp = cp
 
-    def solve(self, c: np.ndarray) -> tuple[np.ndarray, float, float]:
-        """``(x, c·(x − μ) + c·μ, dual bound + c·μ)``: a point of F_y, its value of c·x and a
-        certified upper bound on max_{F_y} c·x; raises unless the solve is optimal and the two
-        agree to :data:`CERTIFICATE_TOL`."""
+    def solve(
+        self, c: np.ndarray, cut: tuple[np.ndarray, float] | None = None
+    ) -> tuple[np.ndarray, float, float] | None:
+        """``(x, c·(x − μ) + c·μ, dual bound + c·μ)``: a point of F_y (∩ {a·x ≤ β} for
+        ``cut = (a, β)``), its value of c·x and a certified upper bound on the maximum of c·x
+        there; None when a cut leaves no point (certified by the solver's infeasibility status);
+        raises unless the solve is optimal and the two agree to :data:`CERTIFICATE_TOL`."""
         self.c.value = c
-        who = f"min-max: the worst point of class {self.region.label:+g}"
+        a, beta = cut if cut is not None else (np.zeros_like(c), float(c @ np.zeros_like(c)) + 1.0)
+        self.a.value = a
+        self.beta.value = float(beta - a @ self.mu) if cut is not None else 1.0
+        who = f"the worst point of class {self.region.label:+g} in the sphere / slab set"
         try:
             with warnings.catch_warnings():  # "solution may be inaccurate": the status decides
                 warnings.simplefilter("ignore", UserWarning)
                 self.problem.solve(solver="CLARABEL")
         except self.cp.error.SolverError as exc:
             raise RuntimeError(f"{who}: Clarabel failed ({exc})") from None
+        if cut is not None and self.problem.status == self.cp.INFEASIBLE:
+            return None
         if self.problem.status != self.cp.OPTIMAL:
             raise RuntimeError(f"{who}: Clarabel returned status {self.problem.status!r}, not optimal")
         x = self._repair(np.asarray(self.z.value, dtype=np.float64))
@@ -296,6 +311,9 @@ class _LabelProgram:
         kappa = np.array([max(0.0, float(g.dual_value)) for g in self.groups])
         remainder = c - sum((k * row for k, row in zip(kappa, self.group_rows)), np.zeros_like(c))
         bound = float(kappa @ self.group_caps) if kappa.size else 0.0
+        lam = max(0.0, float(self.cut.dual_value))
+        remainder = remainder - lam * np.asarray(self.a.value, dtype=np.float64)
+        bound += lam * float(self.beta.value)
         if self.slab is not None and self.region.slab_radius is not None:
             eta = float(self.slab[0].dual_value) - float(self.slab[1].dual_value)
             remainder = remainder - eta * F.direction
