@@ -73,6 +73,12 @@ CELLS: dict[str, tuple[str, int | None, dict[str, str], str | None]] = {
         {"defences": 'sphere(reference="oracle")', "attacks": "mtp"},
         None,
     ),
+    "sanitisers-aware-sphere-oracle-mtp": (
+        "paper-sanitisers-aware-mnist.toml",
+        40,
+        {"defences": 'sphere(reference="oracle")', "attacks": "mtp-defence-aware"},
+        None,
+    ),
     **{
         f"mnist-kkt-{learner}-{rate}": (f"paper-mnist-kkt-{learner}-error-{rate}.toml", None, {}, None)
         for learner in ("svm", "lr")

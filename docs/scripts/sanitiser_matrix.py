@@ -1,7 +1,10 @@
-"""The attack × sanitiser matrix of ``paper-sanitisers-mnist`` as a figure, from the committed store.
+"""The attack × sanitiser matrix of ``paper-sanitisers-mnist`` (attacks that ignore the
+sanitiser) and ``paper-sanitisers-aware-mnist`` (attacks that know it) as a figure, from the
+committed store.
 
 Left: test error of the defended SVM at the largest budget, per attack (columns) and defence
 (rows). Right: the share of the poisons each sanitiser removed (``n_removed_poisons / n_poisons``).
+A campaign missing from the store leaves its columns empty.
 
     python docs/scripts/sanitiser_matrix.py [--store results/paper-repro] [-o docs/img/sanitisers.png]
 """
@@ -20,22 +23,36 @@ import numpy as np
 from poisonbench.leaderboards.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]
-CAMPAIGN = "paper-sanitisers-mnist"
-ATTACKS = ("label-flip", "kkt", "mtp")
+#: (campaign, attack, column title) of each column
+COLUMNS = (
+    ("paper-sanitisers-mnist", "label-flip", "label flip"),
+    ("paper-sanitisers-mnist", "kkt", "KKT"),
+    ("paper-sanitisers-mnist", "mtp", "MTP"),
+    ("paper-sanitisers-aware-mnist", "mtp-defence-aware", "MTP, aware"),
+    ("paper-sanitisers-aware-mnist", "min-max", "min-max, aware"),
+)
 
 
 def matrices(store: Store) -> tuple[list[str], int, np.ndarray, np.ndarray]:
     """Defence labels, the budget, and the (defence × attack) error and caught-share matrices."""
     columns = ["kind", "status", "attack", "defence_label", "budget", "n_poisons", "test_accuracy", "n_removed_poisons"]
-    rows = [r for r in store.read([CAMPAIGN], columns=columns).to_pylist() if r["kind"] == "checkpoint"]
+    present = set(store.campaigns())
+    rows = [
+        {**r, "campaign": campaign}
+        for campaign in dict.fromkeys(c for c, _, _ in COLUMNS)
+        if campaign in present
+        for r in store.read([campaign], columns=columns).to_pylist()
+        if r["kind"] == "checkpoint"
+    ]
     budget = max(r["budget"] for r in rows)
     defences = sorted({r["defence_label"] for r in rows}, key=lambda d: (d != "none", d))
-    error = np.full((len(defences), len(ATTACKS)), np.nan)
+    keys = [(c, a) for c, a, _ in COLUMNS]
+    error = np.full((len(defences), len(COLUMNS)), np.nan)
     caught = np.full_like(error, np.nan)
     for r in rows:
-        if r["budget"] != budget or r["status"] != "ok":
+        if r["budget"] != budget or r["status"] != "ok" or (r["campaign"], r["attack"]) not in keys:
             continue
-        i, j = defences.index(r["defence_label"]), ATTACKS.index(r["attack"])
+        i, j = defences.index(r["defence_label"]), keys.index((r["campaign"], r["attack"]))
         error[i, j] = 1.0 - r["test_accuracy"]
         if r["n_removed_poisons"] is not None and r["n_poisons"]:
             caught[i, j] = r["n_removed_poisons"] / r["n_poisons"]
@@ -48,21 +65,21 @@ def main() -> None:
     parser.add_argument("-o", "--output", default=str(ROOT / "docs" / "img" / "sanitisers.png"))
     args = parser.parse_args()
     defences, budget, error, caught = matrices(Store(args.store))
-    fig, axes = plt.subplots(1, 2, figsize=(10, 6.5), dpi=150)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 6.5), dpi=150)
     for ax, values, title, cmap in (
         (axes[0], error, f"test error at {budget} poisons", "Reds"),
         (axes[1], caught, "share of the poisons removed", "Blues"),
     ):
         percent = 100 * values
         im = ax.imshow(percent, cmap=cmap, vmin=0.0, vmax=np.nanmax(percent) if title.startswith("test") else 100.0)
-        ax.set_xticks(range(len(ATTACKS)), ["label flip", "KKT", "MTP"], rotation=30)
+        ax.set_xticks(range(len(COLUMNS)), [title for _, _, title in COLUMNS], rotation=30)
         ax.set_yticks(range(len(defences)), defences, fontsize=8)
         ax.set_title(title, fontsize=10)
         for (i, j), v in np.ndenumerate(percent):
             if not np.isnan(v):
                 ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=8)
         fig.colorbar(im, ax=ax, shrink=0.7)
-    fig.suptitle("MNIST 1–7, linear SVM: attacks that ignore the sanitiser (%)", fontsize=11)
+    fig.suptitle("MNIST 1–7, linear SVM: attacks that ignore or know (aware) the sanitiser (%)", fontsize=11)
     fig.tight_layout()
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.output)
