@@ -49,6 +49,7 @@ BUILTIN_PLUGINS = (
     "poisonbench.plugins.defences.svd",
     "poisonbench.plugins.defences.trim",
     "poisonbench.plugins.attacks.biggio_svm",
+    "poisonbench.plugins.attacks.influence",
     "poisonbench.plugins.attacks.gradient_lr",
     "poisonbench.plugins.attacks.kkt",
     "poisonbench.plugins.attacks.koh_label_flip",

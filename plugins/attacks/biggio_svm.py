@@ -112,9 +112,9 @@ class BiggioSVMPoisoning(GradientPoisoning):
     name = "biggio-svm"
     loss_kind = "hinge"
 
-    def hypergradient(self, learner: Any, model: Model, problem: AttackerProblem) -> np.ndarray:
+    def hypergradient(self, learner: Any, model: Model, problem: AttackerProblem, row: int) -> np.ndarray:
         X, y, s = problem.rows()
-        return svm_hypergradient(model, X, y, s, problem.k, problem.X_val, problem.y_val, learner.regularise_bias)
+        return svm_hypergradient(model, X, y, s, row, problem.X_val, problem.y_val, learner.regularise_bias)
 
 
 @hookimpl

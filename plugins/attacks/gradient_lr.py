@@ -85,10 +85,10 @@ class GradientLRPoisoning(GradientPoisoning):
     name = "gradient-lr"
     loss_kind = "logistic"
 
-    def hypergradient(self, learner: Any, model: Model, problem: AttackerProblem) -> np.ndarray:
+    def hypergradient(self, learner: Any, model: Model, problem: AttackerProblem, row: int) -> np.ndarray:
         X, y, s = problem.rows()
         return logistic_hypergradient(
-            model, X, y, s, problem.k, problem.X_val, problem.y_val, learner.C_R, learner.regularise_bias
+            model, X, y, s, row, problem.X_val, problem.y_val, learner.C_R, learner.regularise_bias
         )
 
 

@@ -138,8 +138,9 @@ class GradientPoisoning:
         self.tol = float(tol)
         self.max_poisons = max_poisons
 
-    def hypergradient(self, learner: Any, model: Model, problem: AttackerProblem) -> np.ndarray:
-        """``∇_{x_c} L_val(θ*)`` for the point in row ``problem.k`` at the certified fit ``model``."""
+    def hypergradient(self, learner: Any, model: Model, problem: AttackerProblem, row: int) -> np.ndarray:
+        """``∇_{x_c} L_val(θ*)`` for the point in row ``row`` (≤ ``problem.k``) at the certified
+        fit ``model``, the other rows held fixed."""
         raise NotImplementedError  # pragma: no cover - abstract
 
     def validation_loss(self, learner: Any, model: Model, problem: AttackerProblem) -> float:
@@ -171,32 +172,34 @@ class GradientPoisoning:
             problem.X[problem.k] = scenario.feasible.project(problem.X[start])
             problem.y[problem.k] = -problem.y[start]
             problem.s[problem.k] = copies
-            model, diagnostics = self._ascend(learner, problem, model, scenario.feasible)
+            model, diagnostics = self.ascend(learner, problem, model, scenario.feasible, np.array([problem.k]))
             x, y_c = problem.X[problem.k].copy(), float(problem.y[problem.k])
             done += copies
             diagnostics.update(copies=copies, poisons_total=done)
             problem.k += 1
             yield PoisonBatch(np.repeat(x[None, :], copies, axis=0), np.full(copies, y_c), diagnostics)
 
-    def _ascend(
-        self, learner: Any, problem: AttackerProblem, model: Model, feasible: FeasibleSet
+    def ascend(
+        self, learner: Any, problem: AttackerProblem, model: Model, feasible: FeasibleSet, rows: np.ndarray
     ) -> tuple[Model, dict[str, Any]]:
-        """Projected gradient ascent on row ``k`` (Algorithm 1); returns the fit at the final
-        point (left in row ``k``) and the diagnostics."""
-        k = problem.k
+        """Projected gradient ascent on the points in ``rows`` jointly (Algorithm 1 for one row);
+        returns the fit at the final points (left in those rows) and the diagnostics. On the
+        piece where the SVM's index sets or the LR's optimum move smoothly, θ*'s derivative is
+        linear in the moves, so the joint gradient is the stack of each row's hypergradient."""
         step = self.step_size * float(np.linalg.norm(feasible.hi - feasible.lo))
         model = self.fit(learner, problem.rows(), model)
         loss = self.validation_loss(learner, model, problem)
         steps, halvings, grad_norm = 1, 0, 0.0
         u: np.ndarray | None = None
         while steps < self.max_steps:
-            x = problem.X[k].copy()
+            x = problem.X[rows].copy()
             if u is None:
-                u = tangent_direction(self.hypergradient(learner, model, problem), x, feasible)
+                g = np.stack([self.hypergradient(learner, model, problem, int(r)) for r in rows])
+                u = tangent_direction(g, x, feasible)
                 grad_norm = float(np.linalg.norm(u))
                 if grad_norm == 0.0:
                     break
-            problem.X[k] = feasible.project(x + (step / grad_norm) * u)
+            problem.X[rows] = feasible.project(x + (step / grad_norm) * u)
             trial = self.fit(learner, problem.rows(), model)
             steps += 1
             trial_loss = self.validation_loss(learner, trial, problem)
@@ -206,7 +209,7 @@ class GradientPoisoning:
                 if gain < self.tol:
                     break
             else:
-                problem.X[k] = x
+                problem.X[rows] = x
                 step *= 0.5
                 halvings += 1
                 if halvings > MAX_HALVINGS:
