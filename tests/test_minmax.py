@@ -197,6 +197,21 @@ def test_worst_point_matches_slsqp_in_four_dimensions(toy, svm, defence):
         assert worst.bound == pytest.approx(reference_worst_loss(model, F, slsqp_max), abs=1e-6)
 
 
+def test_box_worst_point_is_the_closed_form_vertex(toy, svm):
+    """Without sphere and slab (``defence = "box"``, Table 6's undefended min-max) the worst
+    point of label y is the box vertex x_j = hi_j where −y w_j > 0 else lo_j."""
+    F = OracleFeasibleSet.from_clean(toy.feasible, svm, toy.X_train, toy.y_train, FRACTION, "box")
+    solver = WorstPointSolver(F)
+    lo, hi = toy.feasible.lo, toy.feasible.hi
+    for model in random_models(4, 6, seed=7, scale=3.0):
+        best = max(
+            max(0.0, 1.0 - y * model.b + float(np.maximum(-y * model.w * lo, -y * model.w * hi).sum()))
+            for y in (1.0, -1.0)
+        )
+        worst = solver(model)
+        assert worst.bound == pytest.approx(best, abs=1e-7) and worst.loss == pytest.approx(best, abs=1e-7)
+
+
 @pytest.mark.parametrize("defence", ["sphere+slab", "sphere"])
 def test_worst_point_where_the_box_and_the_sphere_both_bind(toy, svm, defence):
     """fraction = 0: the spheres reach past the box, so optima lie on both (the certificate then

@@ -10,7 +10,8 @@ and v = μ₊ − μ₋ (as ``slab.py``),
 
     F_y = {x in the dataset's box : ‖x − μ_y‖₂ ≤ r_y (sphere),  |⟨x − μ_y, v⟩| ≤ s_y (slab)},
 
-``defence`` chooses the constraints (``"sphere+slab"``, ``"sphere"``, ``"slab"``). The radii
+``defence`` chooses the constraints (``"sphere+slab"``, ``"sphere"``, ``"slab"``; ``"box"``: none
+besides the box, the attack without a defence as the MTP paper's appendix E compares it, Table 6). The radii
 follow the sanitisers' own rule on the clean data: the sanitiser (``sphere.py``, ``slab.py``,
 oracle reference, quantile ``fraction``) keeps, per class, the ``round((1 − fraction)·n_y)``
 clean points of lowest score (:func:`~poisonbench.plugins.defences.sanitiser.class_quantile_keep`),
@@ -102,7 +103,7 @@ from poisonbench.plugins.defences.slab import SlabSanitiser
 from poisonbench.plugins.defences.sphere import SphereSanitiser
 
 #: the defender's constraints besides the box
-DEFENCES = ("sphere+slab", "sphere", "slab")
+DEFENCES = ("sphere+slab", "sphere", "slab", "box")
 #: largest accepted gap between a worst point's value and its dual bound (absolute, and relative
 #: above 1); the bound, not the point, enters U, so the gap only limits how loose U may be
 CERTIFICATE_TOL = 1e-7
@@ -257,9 +258,11 @@ class RegionProgram:
         there; None when a cut leaves no point (certified by the solver's infeasibility status);
         raises unless the solve is optimal and the two agree to :data:`CERTIFICATE_TOL`."""
         self.c.value = c
-        a, beta = cut if cut is not None else (np.zeros_like(c), float(c @ np.zeros_like(c)) + 1.0)
-        self.a.value = a
-        self.beta.value = float(beta - a @ self.mu) if cut is not None else 1.0
+        if cut is None:
+            self.a.value, self.beta.value = np.zeros_like(c), 1.0
+        else:
+            a, beta = cut
+            self.a.value, self.beta.value = a, float(beta - a @ self.mu)
         who = f"the worst point of class {self.region.label:+g} in the sphere / slab set"
         try:
             with warnings.catch_warnings():  # "solution may be inaccurate": the status decides

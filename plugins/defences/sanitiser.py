@@ -101,6 +101,11 @@ class Sanitiser:
         """The rows this sanitiser keeps."""
         X = check_matrix(X, "X")
         y = check_binary_labels(y, "y", X.shape[0])
+        return self.select(learner, X, y)
+
+    def select(self, learner: Learner, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """The rows kept, of already validated ``(X, y)``: per class the ``1 − fraction``
+        quantile of :meth:`scores` (a sanitiser that does not rank by one score overrides this)."""
         return class_quantile_keep(self.scores(learner, X, y), y, self.fraction)
 
     def fit(
@@ -115,7 +120,7 @@ class Sanitiser:
         X = check_matrix(X, "X")
         y = check_binary_labels(y, "y", X.shape[0])
         s = check_weights(sample_weight, X.shape[0])
-        kept = self.keep_mask(learner, X, y)
+        kept = self.select(learner, X, y)
         inner = self.then.fit(learner, X[kept], y[kept], s[kept], X_val=X_val, y_val=y_val)
         return DefendedFit(inner.model, dict(inner.hyperparameters), kept)
 

@@ -57,7 +57,7 @@ class TrimDefence(Sanitiser):
             return min(len(y), len(self.reference_data(X, y)[1]))
         return int(np.round((1.0 - self.fraction) * len(y)))
 
-    def keep_mask(self, learner: Learner, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+    def select(self, learner: Learner, X: np.ndarray, y: np.ndarray) -> np.ndarray:
         n_keep = self.n_keep(X, y)
         kept = np.ones(len(y), dtype=bool)
         for _ in range(self.iterations):
