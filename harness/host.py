@@ -52,6 +52,7 @@ BUILTIN_PLUGINS = (
     "poisonbench.plugins.attacks.influence",
     "poisonbench.plugins.attacks.gradient_lr",
     "poisonbench.plugins.attacks.kkt",
+    "poisonbench.plugins.attacks.kkt_defence_aware",
     "poisonbench.plugins.attacks.koh_label_flip",
     "poisonbench.plugins.attacks.label_flip",
     "poisonbench.plugins.attacks.minmax",

@@ -12,6 +12,9 @@ budget when MTP did not get there: each file says which).
 - ``paper-adult-labelflip-<svm|lr>``: subpopulation label flipping over 4 seeds at the paper's
   Table 7 budget, the first number of poisons at which MTP's model has 0 % accuracy on the
   cluster (from MTP's checkpoint and trace rows; n_p where it never does).
+- ``paper-transfer-mnist`` / ``paper-transfer-mnist-mlp``: the poison sets of Table 6's attacks
+  at 30 % (``paper-table6-<svm|lr>``, trial ids and content hashes read from the store)
+  replayed against the other learners and the sanitisers: the transfer matrix.
 
     python docs/scripts/derived_campaigns.py        # writes those files under campaigns/
 """
@@ -129,6 +132,90 @@ params = {{ batch_size = 50 }}
 """
 
 
+TRANSFER_SOURCES = {
+    "paper-table6-svm": ("svm", ("mtp", "min-max", "biggio-svm", "influence")),
+    "paper-table6-lr": ("lr", ("mtp", "gradient-lr", "influence")),
+}
+TRANSFER_BUDGET = 240
+
+TRANSFER = """# Transfer matrix (issue #16): the poisons Table 6's attacks crafted at 30 % (240 of 800 points)
+# against one learner, replayed by the `replay` attack against {victims}.
+# Each source is pinned by its trial id and its poison set's content hash; the label says which
+# attack crafted it against which learner (`mtp@svm`: MTP against the SVM). Budget 0 is each
+# victim's clean model.{note}
+#
+# Written by docs/scripts/derived_campaigns.py from results/paper-repro (campaigns
+# paper-table6-svm and paper-table6-lr).
+#
+#   poisonbench run campaigns/{name}.toml --store results/paper-repro
+name = "{name}"
+description = "MNIST 1v7: Table 6's 30 % poison sets replayed against {short_victims}"
+seeds = [0]
+budgets = [0, {budget}]
+timeout = 3000
+
+[[datasets]]
+name = "mnist"
+params = {{ pair = "1v7" }}
+{learners}{defences}{attacks}"""
+
+TRANSFER_VICTIMS = {
+    "paper-transfer-mnist": (
+        "the linear SVM and logistic regression, each undefended and behind the six sanitisers "
+        "(empirical statistics, the data a defender sees)",
+        "SVM and LR x none and six sanitisers",
+        "",
+        ("svm", "logistic"),
+        ("none", "sphere", "slab", "loss", "knn", "svd", "trim"),
+    ),
+    "paper-transfer-mnist-mlp": (
+        "the MLP of campaigns/paper-rmd-mlp.toml's learner family (d x 128 x 32 x 1), undefended",
+        "an MLP",
+        "\n# The MLP: 600 full-batch gradient steps in float32 (torch-mlp's defaults otherwise).",
+        ("torch-mlp",),
+        ("none",),
+    ),
+}
+
+
+def transfer_sources(store: Store) -> list[tuple[str, str, str, str]]:
+    """(label, campaign, trial id, poisons_sha256) of each Table 6 poison set at the transfer budget."""
+    out = []
+    for campaign, (short, attacks) in TRANSFER_SOURCES.items():
+        rows = [
+            r
+            for r in store.read([campaign]).to_pylist()
+            if r["kind"] == "checkpoint" and r["status"] == "ok" and r["budget"] == TRANSFER_BUDGET
+        ]
+        for attack in attacks:
+            (row,) = [r for r in rows if r["attack_label"] == attack]
+            out.append((f"{attack}@{short}", campaign, row["trial_id"], row["poisons_sha256"]))
+    return out
+
+
+def transfer_campaign(name: str, sources: list[tuple[str, str, str, str]]) -> str:
+    victims, short_victims, note, learners, defences = TRANSFER_VICTIMS[name]
+    learner_params = {"torch-mlp": '\nparams = { dtype = "float32" }'}
+    return TRANSFER.format(
+        name=name,
+        victims=victims,
+        short_victims=short_victims,
+        note=note,
+        budget=TRANSFER_BUDGET,
+        learners="".join(f'\n[[learners]]\nname = "{lr}"{learner_params.get(lr, "")}\n' for lr in learners),
+        defences="".join(
+            f'\n[[defences]]\nname = "{d}"' + ("" if d == "none" else '\nparams = { reference = "empirical" }') + "\n"
+            for d in defences
+        ),
+        attacks="".join(
+            f'\n[[attacks]]\nname = "replay"\nlabel = "{label}"\n'
+            f'params = {{ store = "../results/paper-repro", campaign = "{campaign}", trial = "{trial}", '
+            f'sha256 = "{sha}" }}\n'
+            for label, campaign, trial, sha in sources
+        ),
+    )
+
+
 def mtp_rows(store: Store, campaign: str) -> list[dict]:
     return [r for r in store.read([campaign]).to_pylist() if r["attack"] == "mtp" and r["status"] == "ok"]
 
@@ -209,6 +296,13 @@ def main() -> None:
             fields = dict(title=title, target=target, n_p=n_p, source=source, how=how, name=name)
             text = MNIST_KKT.format(**fields, table3=table3, budgets=fractions(n_p), learner=learner, bound=bound)
             write(name, text, f"n_p = {n_p}, budgets {fractions(n_p)}")
+
+    if not set(TRANSFER_SOURCES) <= set(store.campaigns()):
+        print("skipped the transfer campaigns: run campaigns/paper-table6-{svm,lr}.toml first")
+        return
+    sources = transfer_sources(store)
+    for name in TRANSFER_VICTIMS:
+        write(name, transfer_campaign(name, sources), f"{len(sources)} poison sets")
 
 
 if __name__ == "__main__":

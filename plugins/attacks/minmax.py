@@ -181,6 +181,28 @@ def _oracle_radii(
     return radii
 
 
+def shrink_into_region(x: np.ndarray, F: OracleFeasibleSet, region: ClassRegion) -> np.ndarray:
+    """A solver's point (a little outside F_y at most) clipped to the box, then shrunk toward μ_y
+    onto the sphere, the slab and the one-hot caps: μ + κ(x' − μ) with the largest κ ≤ 1 that
+    meets them (the box holds along the segment from μ, F_y being convex and containing μ_y; a
+    cap that μ meets with equality, an exact one-hot group, is left to the solver's tolerance)."""
+    mu = region.centroid
+    z = np.clip(x, F.lo, F.hi) - mu
+    kappa = 1.0
+    r, s = region.sphere_radius, region.slab_radius
+    norm = float(np.linalg.norm(z))
+    if r is not None and norm > r:
+        kappa = min(kappa, r / norm)
+    along = abs(float(F.direction @ z))
+    if s is not None and along > s:
+        kappa = min(kappa, s / along)
+    for g in F.groups:
+        cap, used = 1.0 - float(mu[g].sum()), float(z[g].sum())
+        if cap > 0 and used > cap:
+            kappa = min(kappa, cap / used)
+    return np.asarray(np.clip(mu + kappa * z, F.lo, F.hi))
+
+
 @dataclass(frozen=True)
 class WorstPoint:
     """argmax over F of the hinge loss at one model: the point, its label, the loss it attains
@@ -287,25 +309,8 @@ class RegionProgram:
         return x, attained + offset, bound + offset
 
     def _repair(self, z: np.ndarray) -> np.ndarray:
-        """The solver's point clipped to the box, then shrunk toward μ onto the sphere, the slab
-        and the one-hot caps: x = μ + κ(x' − μ) with the largest κ ≤ 1 that meets them (the box
-        holds along the segment from μ, F_y being convex; a cap that μ meets with equality, an
-        exact one-hot group, is left to the solver's tolerance)."""
-        x = np.clip(self.mu + z, self.F.lo, self.F.hi)
-        z = x - self.mu
-        kappa = 1.0
-        r, s = self.region.sphere_radius, self.region.slab_radius
-        norm = float(np.linalg.norm(z))
-        if r is not None and norm > r:
-            kappa = min(kappa, r / norm)
-        along = abs(float(self.F.direction @ z))
-        if s is not None and along > s:
-            kappa = min(kappa, s / along)
-        for row, cap in zip(self.group_rows, self.group_caps):
-            used = float(row @ z)
-            if cap > 0 and used > cap:
-                kappa = min(kappa, cap / used)
-        return np.asarray(np.clip(self.mu + kappa * z, self.F.lo, self.F.hi))
+        """The solver's point moved into F_y (:func:`shrink_into_region`)."""
+        return shrink_into_region(self.mu + z, self.F, self.region)
 
     def _dual_bound(self, c: np.ndarray) -> float:
         """Weak duality: an upper bound on max c·z over F_y from the solver's multipliers (valid
