@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 #: Version of the row schema, stored in every Parquet file's metadata.
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 #: Columns added by each schema version after the first: a file of an older version is read
 #: with these columns null (they were not measured then).
 ADDED_COLUMNS: dict[int, tuple[str, ...]] = {
@@ -43,6 +43,7 @@ ADDED_COLUMNS: dict[int, tuple[str, ...]] = {
     3: ("lower_bound_induced",),
     4: ("n_removed_poisons", "n_removed_clean"),
     6: ("poisons_sha256",),
+    7: ("clean_loss", "clean_objective"),
 }
 #: Columns that only checkpoint rows fill since schema version 5 (the harness's measurement of
 #: a fitted model). Before it, trace rows held the attack's own estimates there; the store reads
@@ -91,6 +92,17 @@ COLUMNS: tuple[tuple[str, pa.DataType, str], ...] = (
     ("test_accuracy", pa.float64(), "accuracy of the defended model on the test split"),
     ("subpop_accuracy", pa.float64(), "accuracy on the subpopulation's test points (null without one)"),
     ("lambda", pa.float64(), "the defence's 'lambda' hyperparameter (log L2 strength), when reported"),
+    (
+        "clean_loss",
+        pa.float64(),
+        "mean loss of the defended model on the clean training points (the learner's loss; null without one)",
+    ),
+    (
+        "clean_objective",
+        pa.float64(),
+        "the learner's objective on the clean training points, clean_loss + C_R R(θ) for the linear learners "
+        "(what min-max's attack.upper_bound bounds); null when the defence chose its own L2 strength",
+    ),
     ("n_removed", pa.int64(), "training rows the defence removed (null when it reports none)"),
     ("n_removed_poisons", pa.int64(), "poisons among the removed rows (a sanitiser's true positives)"),
     ("n_removed_clean", pa.int64(), "clean training points among the removed rows (false positives)"),
@@ -141,6 +153,8 @@ METRIC_COLUMNS = (
     "test_accuracy",
     "subpop_accuracy",
     "lambda",
+    "clean_loss",
+    "clean_objective",
     "max_loss_diff",
     "param_distance",
     "lower_bound",

@@ -203,6 +203,30 @@ def measured_accuracy(model: Any, X: np.ndarray, y: np.ndarray, trial: Trial) ->
     return float(np.mean(pred == y))
 
 
+def clean_measures(learner: Any, model: Any, X: np.ndarray, y: np.ndarray, hyperparameters: dict) -> dict[str, Any]:
+    """The defended model on the clean training points (harness-measured, schema 7):
+
+    ``clean_loss`` = (1/n) Σ_{i ∈ D_c} ℓ(θ̂; x_i, y_i), the learner's own loss, and
+    ``clean_objective`` = J(θ̂; D_c), the learner's objective on D_c (for the linear learners
+    clean_loss + C_R R(θ̂), MTP eq. 1: the quantity the min-max attack's certified upper bound
+    bounds), only when the defence fitted with the learner's own regularisation (it reports no
+    ``lambda``); null when the learner has no ``loss`` / ``objective``. ComponentError for a
+    loss that is not one finite value per point."""
+    out: dict[str, Any] = {"clean_loss": None, "clean_objective": None}
+    if not callable(getattr(learner, "loss", None)) or len(y) == 0:
+        return out
+    name = getattr(learner, "name", type(learner).__name__)
+    losses = np.asarray(learner.loss(model, X, y), dtype=np.float64)
+    if losses.shape != y.shape or not np.isfinite(losses).all():
+        raise ComponentError(
+            f"learner {name!r}: loss returned shape {losses.shape}; expected {y.shape[0]} finite values"
+        )
+    out["clean_loss"] = float(losses.mean())
+    if "lambda" not in hyperparameters and callable(getattr(learner, "objective", None)):
+        out["clean_objective"] = finite_or_none(float(learner.objective(model, X, y)))
+    return out
+
+
 def removed_counts(kept: Any, n_clean: int, n_poisons: int, who: str) -> tuple[int | None, int | None, int | None]:
     """``(removed, poisons removed, clean removed)`` from a defence's kept rows over the
     ``n_clean + n_poisons`` training rows (the poisons are the last ``n_poisons``): a boolean
@@ -460,6 +484,7 @@ class _TrialRun:
             "n_removed": removed[0],
             "n_removed_poisons": removed[1],
             "n_removed_clean": removed[2],
+            **clean_measures(self.learner, model, ds.X_train, ds.y_train, hyper),
             "fit_gap": gap,
             "fit_converged": converged,
             "hyperparameters": to_json(hyper),

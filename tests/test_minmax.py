@@ -374,3 +374,45 @@ def test_campaign_row_carries_the_bound(tmp_path):
     assert row["status"] == "ok", row.get("error")
     diagnostics = json.loads(row["diagnostics"])
     assert row["n_poisons"] == 10 and diagnostics["upper_bound"] >= diagnostics["attack_minimax_value"] > 0
+
+
+def test_harness_clean_objective_sits_under_the_certified_bound(tmp_path):
+    """The leaderboard's three-way comparison: for attacks that keep their poisons inside F
+    (mtp-defence-aware, kkt-defence-aware, min-max itself) the harness-measured
+    ``clean_objective`` of the undefended victim (the oracle defender keeps every point of F) is
+    at most min-max's certified ``upper_bound`` for the same F and budget; for min-max it equals
+    the attack's own ``attack_clean_objective``."""
+    text = """
+    name = "three-way"
+    seeds = [0]
+    budgets = [12]
+    [[datasets]]
+    name = "gaussians"
+    params = { n_train = 100, n_test = 100 }
+    [[learners]]
+    name = "svm"
+    [[defences]]
+    name = "none"
+    [[attacks]]
+    name = "min-max"
+    params = { fraction = 0.1, defence = "sphere+slab" }
+    [[attacks]]
+    name = "mtp-defence-aware"
+    params = { target = "error:0.1", fraction = 0.1, defence = "sphere+slab" }
+    [[attacks]]
+    name = "kkt-defence-aware"
+    params = { target = "error:0.1", fraction = 0.1, defence = "sphere+slab", split_step = 0.1 }
+    """
+    path = tmp_path / "c.toml"
+    path.write_text(textwrap.dedent(text))
+    host = load_host((), load_external=False)
+    rows = {}
+    for trial in load_campaign(path).trials(host.registry):
+        (row,) = [r for r in run_trial(trial, host) if r["kind"] == "checkpoint"]
+        assert row["status"] == "ok", row.get("error")
+        rows[row["attack"]] = row
+    minmax = json.loads(rows["min-max"]["diagnostics"])
+    assert rows["min-max"]["clean_objective"] == pytest.approx(minmax["attack_clean_objective"], rel=1e-9)
+    for attack in ("mtp-defence-aware", "kkt-defence-aware"):
+        assert rows[attack]["n_poisons"] == 12
+        assert 0 < rows[attack]["clean_objective"] <= minmax["upper_bound"]

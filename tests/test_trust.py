@@ -137,7 +137,7 @@ def test_changed_data_gives_new_trial_ids_and_a_missing_file_fails_at_dry_run(tm
         load_campaign(campaign_file).trials(host.registry)
 
 
-def _mtp_copies_trial(host, budgets):
+def _mtp_copies_trial(host, budgets, **extra):
     raw = {
         "name": "copies",
         "seeds": [0],
@@ -145,6 +145,7 @@ def _mtp_copies_trial(host, budgets):
         "datasets": [{"name": "gaussians"}],
         "learners": [{"name": "svm"}],
         "attacks": [{"name": "mtp", "params": {"target": "error:0.1", "copies": 2, **GRID}}],
+        **extra,
     }
     (trial,) = parse_campaign(raw).trials(host.registry)
     return trial
@@ -168,6 +169,35 @@ def test_one_row_one_model_with_two_copies_and_an_odd_budget(host):
     yp = np.concatenate([b.y for b in batches])[:3]
     model = learner.fit(np.vstack([data.X_train, Xp]), np.concatenate([data.y_train, yp]))
     assert odd["test_accuracy"] == model.accuracy(data.X_test, data.y_test)
+
+
+def test_clean_loss_and_objective_are_the_defended_model_on_the_clean_points(host):
+    """``clean_loss`` / ``clean_objective`` of a checkpoint row: the mean hinge loss and
+    (1/n) Σ hinge + C_R R of the model fitted on clean + poisons, over the clean rows only,
+    recomputed here by hand; trace rows leave them null; an L2 defence that picks its own λ
+    leaves the objective null (the learner's C_R is not what it fitted with)."""
+    rows = run_trial(_mtp_copies_trial(host, [0, 3, 6], record_every=1), host)
+    check = {r["budget"]: r for r in rows if r["kind"] == "checkpoint"}
+    traces = [r for r in rows if r["kind"] == "trace"]
+    assert traces and all(r.get("clean_loss") is None and r.get("clean_objective") is None for r in traces)
+    data = host.create("datasets", "gaussians", seed=0)
+    learner = host.create("learners", "svm")
+    scenario = Scenario(data, learner, budget=6, seed=0)
+    target = make_target("error:0.1", scenario, quantiles=GRID["target_quantiles"], repeats=GRID["target_repeats"])
+    batches = list(run_mtp(scenario, target, MTPSettings(copies=2)))
+    for n in (0, 6):
+        Xp = np.vstack([b.X for b in batches])[:n]
+        yp = np.concatenate([b.y for b in batches])[:n]
+        model = learner.fit(np.vstack([data.X_train, Xp]), np.concatenate([data.y_train, yp]))
+        hinge = float(np.maximum(0.0, 1.0 - data.y_train * (data.X_train @ model.w + model.b)).mean())
+        objective = _objective(data.X_train, data.y_train, learner.C_R, model.w, model.b, learner.regularise_bias)
+        assert check[n]["clean_loss"] == pytest.approx(hinge, rel=1e-7)
+        assert check[n]["clean_objective"] == pytest.approx(objective, rel=1e-7)
+    assert check[6]["clean_loss"] > check[0]["clean_loss"]  # the poisons hurt the clean fit
+    fixed = _mtp_copies_trial(host, [0, 3], defences=[{"name": "fixed-l2", "params": {"lam": -3.0}}])
+    (row,) = [r for r in run_trial(fixed, host) if r["kind"] == "checkpoint" and r["budget"] == 3]
+    assert row["status"] == "ok", row["error"]
+    assert row["clean_loss"] is not None and row["clean_objective"] is None
 
 
 def _results(row: dict) -> dict:

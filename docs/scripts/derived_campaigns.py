@@ -139,7 +139,8 @@ TRANSFER_SOURCES = {
 TRANSFER_BUDGET = 240
 
 TRANSFER = """# Transfer matrix (issue #16): the poisons Table 6's attacks crafted at 30 % (240 of 800 points)
-# against one learner, replayed by the `replay` attack against {victims}.
+# against one learner, replayed by the `replay` attack against
+# {victims}.
 # Each source is pinned by its trial id and its poison set's content hash; the label says which
 # attack crafted it against which learner (`mtp@svm`: MTP against the SVM). Budget 0 is each
 # victim's clean model.{note}
@@ -153,6 +154,7 @@ description = "MNIST 1v7: Table 6's 30 % poison sets replayed against {short_vic
 seeds = [0]
 budgets = [0, {budget}]
 timeout = 3000
+store_poisons = false              # the replayed sets are the sources' (paper-table6-*/_poisons)
 
 [[datasets]]
 name = "mnist"
@@ -161,15 +163,15 @@ params = {{ pair = "1v7" }}
 
 TRANSFER_VICTIMS = {
     "paper-transfer-mnist": (
-        "the linear SVM and logistic regression, each undefended and behind the six sanitisers "
-        "(empirical statistics, the data a defender sees)",
+        "the linear SVM and logistic regression, each undefended and behind the six sanitisers\n"
+        "# (5 % of each class, empirical statistics: the data a defender sees)",
         "SVM and LR x none and six sanitisers",
         "",
         ("svm", "logistic"),
         ("none", "sphere", "slab", "loss", "knn", "svd", "trim"),
     ),
     "paper-transfer-mnist-mlp": (
-        "the MLP of campaigns/paper-rmd-mlp.toml's learner family (d x 128 x 32 x 1), undefended",
+        "an MLP (torch-mlp, d x 128 x 32 x 1), undefended",
         "an MLP",
         "\n# The MLP: 600 full-batch gradient steps in float32 (torch-mlp's defaults otherwise).",
         ("torch-mlp",),
