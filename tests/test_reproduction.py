@@ -79,6 +79,21 @@ CELLS: dict[str, tuple[str, int | None, dict[str, str], str | None]] = {
         {"defences": 'sphere(reference="oracle")', "attacks": "mtp-defence-aware"},
         None,
     ),
+    "sanitisers-aware-slab-empirical-kkt": (
+        "paper-sanitisers-aware-mnist.toml",
+        None,
+        {"defences": 'slab(reference="empirical")', "attacks": "kkt-defence-aware"},
+        None,
+    ),
+    "table6-svm-influence-40": ("paper-table6-svm.toml", 40, {"attacks": "influence"}, None),
+    "table6-lr-gradient-lr-40": ("paper-table6-lr.toml", 40, {"attacks": "gradient-lr"}, None),
+    "transfer-lr-sphere-mtp@svm": (
+        "paper-transfer-mnist.toml",
+        240,
+        {"learners": "logistic", "defences": 'sphere(reference="empirical")', "attacks": "mtp@svm"},
+        None,
+    ),
+    "transfer-mlp-influence@svm": ("paper-transfer-mnist-mlp.toml", 240, {"attacks": "influence@svm"}, None),
     **{
         f"mnist-kkt-{learner}-{rate}": (f"paper-mnist-kkt-{learner}-error-{rate}.toml", None, {}, None)
         for learner in ("svm", "lr")

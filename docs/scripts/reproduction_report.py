@@ -610,7 +610,6 @@ def transfer(rows: Rows) -> dict[str, Any]:
     each victim learner and defence; the victims' clean errors."""
     cells: dict[str, dict[tuple[str, str], dict[str, float]]] = {}
     clean: dict[tuple[str, str], float] = {}
-    sources: list[str] = []
     for campaign in ("paper-transfer-mnist", "paper-transfer-mnist-mlp"):
         for r in rows.checkpoints(campaign).itertuples():
             victim = (r.learner, r.defence)
@@ -621,10 +620,62 @@ def transfer(rows: Rows) -> dict[str, Any]:
             if not pd.isna(r.n_removed_poisons) and r.n_poisons:
                 entry["caught"] = float(r.n_removed_poisons) / float(r.n_poisons)
             cells.setdefault(r.attack_label, {})[victim] = entry
-            if r.attack_label not in sources:
-                sources.append(r.attack_label)
+    sources = [a["label"] for a in campaign_file("paper-transfer-mnist")["attacks"]]
     defences = ("none", "sphere", "slab", "loss", "knn", "svd", "trim")
     return {"cells": cells, "clean": clean, "sources": sources, "defences": defences}
+
+
+#: the attacks of the combined matrix: (campaign, attack), unaware then aware
+MATRIX_ATTACKS = (
+    ("paper-sanitisers-mnist", "label-flip"),
+    ("paper-sanitisers-mnist", "kkt"),
+    ("paper-sanitisers-mnist", "mtp"),
+    ("paper-sanitisers-aware-mnist", "kkt-defence-aware"),
+    ("paper-sanitisers-aware-mnist", "mtp-defence-aware"),
+    ("paper-sanitisers-aware-mnist", "min-max"),
+)
+SPHERE_SLAB = tuple(f'{d}(reference="{r}")' for d in ("sphere", "slab") for r in ("oracle", "empirical"))
+
+
+AWARE = ("kkt-defence-aware", "mtp-defence-aware", "min-max")
+
+
+def matrix(rows: Rows, columns: tuple[tuple[str, str], ...]) -> dict[str, Any]:
+    """Attacks that ignore the defence beside those that know sphere and slab, at the largest
+    budget: error and caught share per defence; the share sphere / slab remove at most; and per
+    budget, min-max's certified upper bound on the clean objective beside the clean objective
+    the harness measured for each aware attack's undefended victim."""
+    cells: dict[str, dict[str, dict[str, float]]] = {}
+    top = 0
+    for campaign, attack in columns:
+        df = rows.checkpoints(campaign)
+        top = int(df.budget.max())
+        for r in df[(df.attack == attack) & (df.budget == top)].itertuples():
+            entry = {"error": 1.0 - float(r.test_accuracy)}
+            if not pd.isna(r.n_removed_poisons) and r.n_poisons:
+                entry["caught"] = float(r.n_removed_poisons) / float(r.n_poisons)
+            cells.setdefault(attack, {})[r.defence_label] = entry
+    attacks = [a for _, a in columns]
+    defences = sorted(cells["kkt"], key=lambda d: (d != "none", d))
+    caught = {a: [cells[a][d]["caught"] for d in SPHERE_SLAB if d in cells[a]] for a in attacks}
+    aware_campaign = {a: c for c, a in columns}["min-max"]
+    df = rows.checkpoints(aware_campaign)
+    df = df[(df.defence == "none") & (df.budget > 0)]
+    bound: dict[int, dict[str, float]] = {}
+    for r in df[df.attack == "min-max"].itertuples():
+        bound[int(r.budget)] = {"upper": r.diag["upper_bound"]}
+    for r in df[df.attack.isin(AWARE)].itertuples():
+        bound[int(r.budget)][r.attack] = float(r.clean_objective)
+    return {
+        "top": top,
+        "cells": cells,
+        "attacks": attacks,
+        "defences": defences,
+        "caught_range": {a: (min(c), max(c)) for a, c in caught.items()},
+        "bound": dict(sorted(bound.items())),
+        "aware": AWARE,
+        "bound_holds": all(v[a] <= v["upper"] for v in bound.values() for a in AWARE),
+    }
 
 
 def regeneration() -> dict[str, Any]:
@@ -653,6 +704,7 @@ def context() -> dict[str, Any]:
         "mlp": mlp(rows),
         "learned_l2": learned_l2(rows),
         "sanitisers": sanitisers(rows),
+        "aware": matrix(rows, MATRIX_ATTACKS),
         "table6": table6(rows),
         "transfer": transfer(rows),
         "regen": regeneration(),

@@ -28,6 +28,7 @@ COLUMNS = (
     ("paper-sanitisers-mnist", "label-flip", "label flip"),
     ("paper-sanitisers-mnist", "kkt", "KKT"),
     ("paper-sanitisers-mnist", "mtp", "MTP"),
+    ("paper-sanitisers-aware-mnist", "kkt-defence-aware", "KKT, aware"),
     ("paper-sanitisers-aware-mnist", "mtp-defence-aware", "MTP, aware"),
     ("paper-sanitisers-aware-mnist", "min-max", "min-max, aware"),
 )
