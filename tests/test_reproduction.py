@@ -90,7 +90,7 @@ CELLS: dict[str, tuple[str, int | None, dict[str, str], str | None]] = {
     "transfer-lr-sphere-mtp@svm": (
         "paper-transfer-mnist.toml",
         240,
-        {"learners": "logistic", "defences": 'sphere(reference="empirical")', "attacks": "mtp@svm"},
+        {"learners": "logistic", "defences": "sphere", "attacks": "mtp@svm"},
         None,
     ),
     "transfer-mlp-influence@svm": ("paper-transfer-mnist-mlp.toml", 240, {"attacks": "influence@svm"}, None),
