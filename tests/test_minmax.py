@@ -349,6 +349,19 @@ def test_refusals(toy):
         next(iter(MinMaxAttack(fraction=0.999).poison(Scenario(toy, LinearSVM(), budget=2))))
 
 
+def _checkpoint_rows(tmp_path, text: str) -> list[dict]:
+    """The checkpoint row of each trial of the campaign ``text`` (one budget), each asserted ok."""
+    path = tmp_path / "c.toml"
+    path.write_text(textwrap.dedent(text))
+    host = load_host((), load_external=False)
+    rows = []
+    for trial in load_campaign(path).trials(host.registry):
+        (row,) = [r for r in run_trial(trial, host) if r["kind"] == "checkpoint"]
+        assert row["status"] == "ok", row.get("error")
+        rows.append(row)
+    return rows
+
+
 def test_campaign_row_carries_the_bound(tmp_path):
     text = """
     name = "certified"
@@ -366,12 +379,7 @@ def test_campaign_row_carries_the_bound(tmp_path):
     name = "min-max"
     params = { fraction = 0.1, defence = "sphere" }
     """
-    path = tmp_path / "c.toml"
-    path.write_text(textwrap.dedent(text))
-    host = load_host((), load_external=False)
-    (trial,) = load_campaign(path).trials(host.registry)
-    (row,) = [r for r in run_trial(trial, host) if r["kind"] == "checkpoint"]
-    assert row["status"] == "ok", row.get("error")
+    (row,) = _checkpoint_rows(tmp_path, text)
     diagnostics = json.loads(row["diagnostics"])
     assert row["n_poisons"] == 10 and diagnostics["upper_bound"] >= diagnostics["attack_minimax_value"] > 0
 
@@ -403,14 +411,7 @@ def test_harness_clean_objective_sits_under_the_certified_bound(tmp_path):
     name = "kkt-defence-aware"
     params = { target = "error:0.1", fraction = 0.1, defence = "sphere+slab", split_step = 0.1 }
     """
-    path = tmp_path / "c.toml"
-    path.write_text(textwrap.dedent(text))
-    host = load_host((), load_external=False)
-    rows = {}
-    for trial in load_campaign(path).trials(host.registry):
-        (row,) = [r for r in run_trial(trial, host) if r["kind"] == "checkpoint"]
-        assert row["status"] == "ok", row.get("error")
-        rows[row["attack"]] = row
+    rows = {row["attack"]: row for row in _checkpoint_rows(tmp_path, text)}
     minmax = json.loads(rows["min-max"]["diagnostics"])
     assert rows["min-max"]["clean_objective"] == pytest.approx(minmax["attack_clean_objective"], rel=1e-9)
     for attack in ("mtp-defence-aware", "kkt-defence-aware"):

@@ -517,6 +517,15 @@ def learned_l2(rows: Rows) -> dict[str, Any]:
     return {"rows": out, "budgets": budgets, "n_p": out["mtp"]["none"][budgets[-1]]["n"]}
 
 
+def error_and_caught(r: Any) -> dict[str, float]:
+    """A checkpoint row's test error and, when its defence reports removed rows, the share of the
+    poisons it removed (``caught``)."""
+    entry = {"error": 1.0 - float(r.test_accuracy)}
+    if not pd.isna(r.n_removed_poisons) and r.n_poisons:
+        entry["caught"] = float(r.n_removed_poisons) / float(r.n_poisons)
+    return entry
+
+
 def sanitisers(rows: Rows) -> dict[str, Any]:
     """Test error and the share of poisons each sanitiser removed, per attack, defence and budget."""
     df = rows.checkpoints("paper-sanitisers-mnist")
@@ -525,9 +534,7 @@ def sanitisers(rows: Rows) -> dict[str, Any]:
     for r in df.itertuples():
         if r.budget == 0 and r.attack != "label-flip":
             continue
-        entry = {"error": 1.0 - float(r.test_accuracy), "n": int(r.n_poisons)}
-        if not pd.isna(r.n_removed_poisons) and r.n_poisons:
-            entry["caught"] = float(r.n_removed_poisons) / float(r.n_poisons)
+        entry = {**error_and_caught(r), "n": int(r.n_poisons)}
         if not pd.isna(r.n_removed_clean):
             entry["clean"] = int(r.n_removed_clean)
             entry["removed"] = int(r.n_removed)
@@ -616,9 +623,7 @@ def transfer(rows: Rows) -> dict[str, Any]:
             if r.budget == 0:
                 clean[victim] = 1.0 - float(r.test_accuracy)
                 continue
-            entry = {"error": 1.0 - float(r.test_accuracy)}
-            if not pd.isna(r.n_removed_poisons) and r.n_poisons:
-                entry["caught"] = float(r.n_removed_poisons) / float(r.n_poisons)
+            entry = error_and_caught(r)
             cells.setdefault(r.attack_label, {})[victim] = entry
     sources = [a["label"] for a in campaign_file("paper-transfer-mnist")["attacks"]]
     defences = ("none", "sphere", "slab", "loss", "knn", "svd", "trim")
@@ -651,9 +656,7 @@ def matrix(rows: Rows, columns: tuple[tuple[str, str], ...]) -> dict[str, Any]:
         df = rows.checkpoints(campaign)
         top = int(df.budget.max())
         for r in df[(df.attack == attack) & (df.budget == top)].itertuples():
-            entry = {"error": 1.0 - float(r.test_accuracy)}
-            if not pd.isna(r.n_removed_poisons) and r.n_poisons:
-                entry["caught"] = float(r.n_removed_poisons) / float(r.n_poisons)
+            entry = error_and_caught(r)
             cells.setdefault(attack, {})[r.defence_label] = entry
     attacks = [a for _, a in columns]
     defences = sorted(cells["kkt"], key=lambda d: (d != "none", d))
