@@ -23,10 +23,9 @@ import warnings
 
 import numpy as np
 import pytest
+from augmented_mnist import augmented_mnist17
 
 from poisonbench.attack import Scenario
-from poisonbench.dataset import Dataset
-from poisonbench.plugins.datasets.mnist import mnist
 from poisonbench.plugins.learners.linear import LinearSVM
 from poisonbench.plugins.max_loss_diff import hinge_max_loss_diff_box
 from poisonbench.plugins.mtp_algorithm import MTPSettings, WeightedPool, run_mtp
@@ -37,28 +36,6 @@ N_TRAIN = 13_007 if FULL else 1_000
 WARMUP = 10 if FULL else 30
 ROUNDS = 3 if FULL else 2
 C_R = 0.09
-
-
-def augmented_mnist17(n_train: int, seed: int = 0) -> Dataset:
-    """MNIST 1 vs 7 (shipped subset) with the training split grown to ``n_train`` rows by
-    random shifts of up to 2 pixels (originals kept first)."""
-    base = mnist(seed=seed, pair="1v7")
-    rng = np.random.default_rng(seed)
-    X, y = base.X_train, base.y_train
-    extra = n_train - X.shape[0]
-    pick = rng.integers(0, X.shape[0], size=extra)
-    shifts = rng.integers(-2, 3, size=(extra, 2))
-    imgs = X[pick].reshape(-1, 28, 28)
-    aug = np.stack([np.roll(np.roll(im, dy, axis=0), dx, axis=1) for im, (dy, dx) in zip(imgs, shifts)])
-    return Dataset(
-        name="mnist17-augmented",
-        X_train=np.vstack([X, aug.reshape(extra, -1)]),
-        y_train=np.concatenate([y, y[pick]]),
-        X_test=base.X_test,
-        y_test=base.y_test,
-        feasible=base.feasible,
-        provenance=dict(base.provenance, augmented_to=n_train, augment="random shifts |d| <= 2 px", augment_seed=seed),
-    )
 
 
 @pytest.fixture(scope="module")
