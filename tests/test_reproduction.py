@@ -85,6 +85,12 @@ CELLS: dict[str, tuple[str, int | None, dict[str, str], str | None]] = {
         {"defences": 'slab(reference="empirical")', "attacks": "kkt-defence-aware"},
         None,
     ),
+    "sanitisers-adult-trim-empirical-label-flip": (
+        "paper-sanitisers-adult.toml",
+        157,
+        {"defences": 'trim(reference="empirical")', "attacks": "label-flip"},
+        None,
+    ),
     "table6-svm-influence-40": ("paper-table6-svm.toml", 40, {"attacks": "influence"}, None),
     "table6-lr-gradient-lr-40": ("paper-table6-lr.toml", 40, {"attacks": "gradient-lr"}, None),
     "transfer-lr-sphere-mtp@svm": (

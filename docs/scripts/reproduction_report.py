@@ -639,6 +639,8 @@ MATRIX_ATTACKS = (
     ("paper-sanitisers-aware-mnist", "mtp-defence-aware"),
     ("paper-sanitisers-aware-mnist", "min-max"),
 )
+#: the same six attacks on Adult, all in one campaign
+ADULT_MATRIX_ATTACKS = tuple(("paper-sanitisers-adult", attack) for _, attack in MATRIX_ATTACKS)
 SPHERE_SLAB = tuple(f'{d}(reference="{r}")' for d in ("sphere", "slab") for r in ("oracle", "empirical"))
 
 
@@ -647,16 +649,25 @@ AWARE = ("kkt-defence-aware", "mtp-defence-aware", "min-max")
 
 def matrix(rows: Rows, columns: tuple[tuple[str, str], ...]) -> dict[str, Any]:
     """Attacks that ignore the defence beside those that know sphere and slab, at the largest
-    budget: error and caught share per defence; the share sphere / slab remove at most; and per
+    budget: error, caught share and clean hinge loss per defence, and each defence's error and
+    clean loss without poisons (the first column's budget-0 rows); the largest error of any
+    cell; the share sphere / slab remove at most; and per
     budget, min-max's certified upper bound on the clean objective beside the clean objective
     the harness measured for each aware attack's undefended victim."""
     cells: dict[str, dict[str, dict[str, float]]] = {}
+    first_campaign, first_attack = columns[0]
+    df = rows.checkpoints(first_campaign)
+    unpoisoned = df[(df.attack == first_attack) & (df.budget == 0)]
+    clean = {
+        r.defence_label: {"error": 1.0 - float(r.test_accuracy), "loss": float(r.clean_loss)}
+        for r in unpoisoned.itertuples()
+    }
     top = 0
     for campaign, attack in columns:
         df = rows.checkpoints(campaign)
         top = int(df.budget.max())
         for r in df[(df.attack == attack) & (df.budget == top)].itertuples():
-            entry = error_and_caught(r)
+            entry = {**error_and_caught(r), "loss": float(r.clean_loss)}
             cells.setdefault(attack, {})[r.defence_label] = entry
     attacks = [a for _, a in columns]
     defences = sorted(cells["kkt"], key=lambda d: (d != "none", d))
@@ -671,10 +682,18 @@ def matrix(rows: Rows, columns: tuple[tuple[str, str], ...]) -> dict[str, Any]:
         bound[int(r.budget)][r.attack] = float(r.clean_objective)
     return {
         "top": top,
+        "n_train": int(df.n_train.iloc[0]),
+        "clean": clean,
         "cells": cells,
         "attacks": attacks,
         "defences": defences,
         "caught_range": {a: (min(c), max(c)) for a, c in caught.items()},
+        "aware_caught_max": max(max(caught[a]) for a in AWARE),
+        "unaware_caught_max": max(max(caught[a]) for a in ("kkt", "mtp")),
+        "aware_evade": max(max(caught[a]) for a in AWARE) < min(max(caught[a]) for a in ("kkt", "mtp")),
+        "clean_error_range": (min(c["error"] for c in clean.values()), max(c["error"] for c in clean.values())),
+        "worst": max(((a, d) for a in attacks for d in defences), key=lambda k: cells[k[0]][k[1]]["error"]),
+        "budgets": sorted(int(b) for b in set(rows.checkpoints(columns[0][0]).budget) - {0}),
         "bound": dict(sorted(bound.items())),
         "aware": AWARE,
         "bound_holds": all(v[a] <= v["upper"] for v in bound.values() for a in AWARE),
@@ -708,6 +727,7 @@ def context() -> dict[str, Any]:
         "learned_l2": learned_l2(rows),
         "sanitisers": sanitisers(rows),
         "aware": matrix(rows, MATRIX_ATTACKS),
+        "adult_matrix": matrix(rows, ADULT_MATRIX_ATTACKS),
         "table6": table6(rows),
         "transfer": transfer(rows),
         "regen": regeneration(),

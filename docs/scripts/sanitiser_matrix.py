@@ -1,12 +1,15 @@
-"""The attack × sanitiser matrix of ``paper-sanitisers-mnist`` (attacks that ignore the
-sanitiser) and ``paper-sanitisers-aware-mnist`` (attacks that know it) as a figure, from the
-committed store.
+"""The attack × sanitiser matrix as a figure, from the committed store: on MNIST 1–7,
+``paper-sanitisers-mnist`` (attacks that ignore the sanitiser) beside
+``paper-sanitisers-aware-mnist`` (attacks that know it); on Adult, ``paper-sanitisers-adult``
+(both kinds in one campaign).
 
 Left: test error of the defended SVM at the largest budget, per attack (columns) and defence
 (rows). Right: the share of the poisons each sanitiser removed (``n_removed_poisons / n_poisons``).
 A campaign missing from the store leaves its columns empty.
 
-    python docs/scripts/sanitiser_matrix.py [--store results/paper-repro] [-o docs/img/sanitisers.png]
+    python docs/scripts/sanitiser_matrix.py [--dataset mnist|adult] [--store results/paper-repro] [-o PNG]
+
+(default output: ``docs/img/sanitisers.png`` for MNIST, ``docs/img/sanitisers-adult.png`` for Adult).
 """
 
 from __future__ import annotations
@@ -23,32 +26,41 @@ import numpy as np
 from poisonbench.leaderboards.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]
-#: (campaign, attack, column title) of each column
-COLUMNS = (
-    ("paper-sanitisers-mnist", "label-flip", "label flip"),
-    ("paper-sanitisers-mnist", "kkt", "KKT"),
-    ("paper-sanitisers-mnist", "mtp", "MTP"),
-    ("paper-sanitisers-aware-mnist", "kkt-defence-aware", "KKT, aware"),
-    ("paper-sanitisers-aware-mnist", "mtp-defence-aware", "MTP, aware"),
-    ("paper-sanitisers-aware-mnist", "min-max", "min-max, aware"),
+#: the attacks (attack, column title), unaware then aware
+ATTACKS = (
+    ("label-flip", "label flip"),
+    ("kkt", "KKT"),
+    ("mtp", "MTP"),
+    ("kkt-defence-aware", "KKT, aware"),
+    ("mtp-defence-aware", "MTP, aware"),
+    ("min-max", "min-max, aware"),
 )
+#: per dataset: (campaign, attack, column title) of each column, and the figure's title
+FIGURES = {
+    "mnist": (
+        tuple((f"paper-sanitisers{'-aware' if i >= 3 else ''}-mnist", a, t) for i, (a, t) in enumerate(ATTACKS)),
+        "MNIST 1–7",
+    ),
+    "adult": (tuple(("paper-sanitisers-adult", a, t) for a, t in ATTACKS), "Adult"),
+}
 
 
-def matrices(store: Store) -> tuple[list[str], int, np.ndarray, np.ndarray]:
-    """Defence labels, the budget, and the (defence × attack) error and caught-share matrices."""
-    columns = ["kind", "status", "attack", "defence_label", "budget", "n_poisons", "test_accuracy", "n_removed_poisons"]
+def matrices(store: Store, columns: tuple[tuple[str, str, str], ...]) -> tuple[list[str], int, np.ndarray, np.ndarray]:
+    """Defence labels, the budget, and the (defence × attack) error and caught-share matrices of
+    the ``columns`` (campaign, attack, title)."""
+    fields = ["kind", "status", "attack", "defence_label", "budget", "n_poisons", "test_accuracy", "n_removed_poisons"]
     present = set(store.campaigns())
     rows = [
         {**r, "campaign": campaign}
-        for campaign in dict.fromkeys(c for c, _, _ in COLUMNS)
+        for campaign in dict.fromkeys(c for c, _, _ in columns)
         if campaign in present
-        for r in store.read([campaign], columns=columns).to_pylist()
+        for r in store.read([campaign], columns=fields).to_pylist()
         if r["kind"] == "checkpoint"
     ]
     budget = max(r["budget"] for r in rows)
     defences = sorted({r["defence_label"] for r in rows}, key=lambda d: (d != "none", d))
-    keys = [(c, a) for c, a, _ in COLUMNS]
-    error = np.full((len(defences), len(COLUMNS)), np.nan)
+    keys = [(c, a) for c, a, _ in columns]
+    error = np.full((len(defences), len(columns)), np.nan)
     caught = np.full_like(error, np.nan)
     for r in rows:
         if r["budget"] != budget or r["status"] != "ok" or (r["campaign"], r["attack"]) not in keys:
@@ -62,10 +74,14 @@ def matrices(store: Store) -> tuple[list[str], int, np.ndarray, np.ndarray]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", choices=sorted(FIGURES), default="mnist")
     parser.add_argument("--store", default=str(ROOT / "results" / "paper-repro"))
-    parser.add_argument("-o", "--output", default=str(ROOT / "docs" / "img" / "sanitisers.png"))
+    parser.add_argument("-o", "--output", default=None)
     args = parser.parse_args()
-    defences, budget, error, caught = matrices(Store(args.store))
+    columns, dataset_title = FIGURES[args.dataset]
+    suffix = "" if args.dataset == "mnist" else f"-{args.dataset}"
+    output = args.output or str(ROOT / "docs" / "img" / f"sanitisers{suffix}.png")
+    defences, budget, error, caught = matrices(Store(args.store), columns)
     fig, axes = plt.subplots(1, 2, figsize=(12, 6.5), dpi=150)
     for ax, values, title, cmap in (
         (axes[0], error, f"test error at {budget} poisons", "Reds"),
@@ -73,18 +89,18 @@ def main() -> None:
     ):
         percent = 100 * values
         im = ax.imshow(percent, cmap=cmap, vmin=0.0, vmax=np.nanmax(percent) if title.startswith("test") else 100.0)
-        ax.set_xticks(range(len(COLUMNS)), [title for _, _, title in COLUMNS], rotation=30)
+        ax.set_xticks(range(len(columns)), [title for _, _, title in columns], rotation=30)
         ax.set_yticks(range(len(defences)), defences, fontsize=8)
         ax.set_title(title, fontsize=10)
         for (i, j), v in np.ndenumerate(percent):
             if not np.isnan(v):
                 ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=8)
         fig.colorbar(im, ax=ax, shrink=0.7)
-    fig.suptitle("MNIST 1–7, linear SVM: attacks that ignore or know (aware) the sanitiser (%)", fontsize=11)
+    fig.suptitle(f"{dataset_title}, linear SVM: attacks that ignore or know (aware) the sanitiser (%)", fontsize=11)
     fig.tight_layout()
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.output)
-    print(f"wrote {args.output}")
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(output)
+    print(f"wrote {output}")
 
 
 if __name__ == "__main__":
