@@ -166,3 +166,49 @@ def test_a_class_with_no_active_point_gets_count_zero(data):
     target = Model(np.full(4, 2.0), 5.0)
     batch = _run(KKTAttack(target, split_step=0.25), data, learner, 9)
     assert batch.diagnostics["n_pos"] == 0 and (batch.y == -1).all() and len(batch) == 9
+
+
+def _grid_values(search, splits):
+    candidates, failed = search.run(splits)
+    assert failed == 0
+    return np.array([c.n_pos for c in candidates]), np.array([c.search_value for c in candidates])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_bracketed_search_finds_the_grid_minimum(seed):
+    """The split problem's value is convex in n₊ (the perspective argument of ``kkt``'s
+    docstring), so the few grid points around the continuous minimiser hold the whole grid's
+    minimum. Checked against every grid point for targets no split reaches exactly."""
+    from poisonbench.plugins.attacks.kkt import _Box, _HingeSearch, _Residual, _split_grid
+
+    data = toy_dataset(n=150, d=5, seed=seed)
+    y = data.y_train.copy()
+    y[seed::3] *= -1
+    learner = LinearSVM()
+    target = learner.fit(data.X_train, y)
+    residual = _Residual(learner, target, data.X_train, data.y_train, 20, True, 1e-6)
+    splits = _split_grid(20, 0.05, residual.exact_bias_n_pos())
+    box = _Box.of(data.feasible, data.X_train)
+    n_pos, values = _grid_values(_HingeSearch(residual, box), splits)
+    assert values.min() > 1e-2  # not attainable: the minimum is not a flat zero
+    assert 0 < values.argmin() < len(values) - 1  # and it lies inside the grid
+    steps = np.diff(n_pos)
+    for i in range(1, len(values) - 1):  # f convex: slopes between neighbours never decrease
+        left = (values[i] - values[i - 1]) / steps[i - 1]
+        right = (values[i + 1] - values[i]) / steps[i]
+        assert right >= left - 1e-7, (n_pos, values)
+    candidates, failed, solved = _HingeSearch(residual, box).bracketed(splits)
+    assert failed == 0 and solved <= 4 < len(splits)
+    best = min(c.search_value for c in candidates)
+    assert best == pytest.approx(values.min(), rel=1e-6, abs=1e-9)
+    n_star = _HingeSearch(residual, box).split_minimiser()
+    assert abs(n_star - n_pos[values.argmin()]) <= max(steps) + 1e-6
+
+
+def test_attack_solves_only_the_bracket_and_reports_it(data):
+    learner = LinearSVM()
+    y = data.y_train.copy()
+    y[::3] *= -1
+    target = learner.fit(data.X_train, y)
+    diag = _run(KKTAttack(target, split_step=0.01), data, learner, 30).diagnostics
+    assert diag["splits_tried"] == 31 and diag["splits_solved"] <= 4

@@ -165,3 +165,42 @@ def test_contract_and_refusals(toy, target):
     host = load_host(load_external=False)
     attack = host.create("attacks", "kkt-defence-aware", target="error:0.1", defence="sphere")
     assert isinstance(attack, DefenceAwareKKT) and attack.needs_budget
+
+
+@pytest.mark.parametrize("defence", ["sphere+slab", "sphere", "slab"])
+def test_bracketed_search_finds_the_grid_minimum_inside_F(toy, target, defence):
+    """F_s's perspective keeps the split problem convex in n₊: the bracket around the continuous
+    minimiser holds the minimum of every grid point's solve."""
+    from poisonbench.plugins.attacks.kkt import _Box, _split_grid
+    from poisonbench.plugins.attacks.kkt_defence_aware import SanitiserAwareKKTSearch
+
+    residual = _Residual(LinearSVM(), target, toy.X_train, toy.y_train, BUDGET, True, 1e-6)
+    splits = _split_grid(BUDGET, 1 / BUDGET, residual.exact_bias_n_pos())
+    box, F = _Box.of(toy.feasible, toy.X_train), _oracle(toy, defence)
+    full, failed = SanitiserAwareKKTSearch(residual, box, F).run(splits)
+    values = np.array([c.search_value for c in full])
+    candidates, _, solved = SanitiserAwareKKTSearch(residual, box, F).bracketed(splits)
+    assert failed == 0 and solved <= 4
+    assert min(c.search_value for c in candidates) == pytest.approx(values.min(), rel=1e-6, abs=1e-9)
+    n_pos = np.array([c.n_pos for c in full])
+    n_star = SanitiserAwareKKTSearch(residual, box, F).split_minimiser()
+    assert abs(n_star - n_pos[values.argmin()]) <= 1.0 + 1e-6  # the continuous minimiser, to one grid step
+
+
+@pytest.mark.parametrize("defence", ["sphere+slab", "sphere", "slab"])
+def test_the_continuous_problem_at_a_fixed_split_is_the_split_problem(toy, target, defence):
+    """The perspective form (z = p·x, F_s multiplied through by p) restricted to p₊ = n₊/(N + n)
+    has exactly the value of the split problem at n₊: it is the same problem, rescaled."""
+    from poisonbench.plugins.attacks.kkt import _Box
+    from poisonbench.plugins.attacks.kkt_defence_aware import SanitiserAwareKKTSearch
+
+    residual = _Residual(LinearSVM(), target, toy.X_train, toy.y_train, BUDGET, True, 1e-6)
+    box, F = _Box.of(toy.feasible, toy.X_train), _oracle(toy, defence)
+    search = SanitiserAwareKKTSearch(residual, box, F)
+    candidates, failed = search.run(np.array([3, 12, 25]))
+    assert failed == 0
+    for c in candidates:
+        share = c.n_pos / residual.total
+        problem, _ = search.continuous_problem(lambda q, share=share: [q == share])
+        problem.solve(solver="CLARABEL")
+        assert problem.value == pytest.approx(c.search_value, rel=1e-6, abs=1e-9)

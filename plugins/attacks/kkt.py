@@ -18,7 +18,14 @@ Hinge loss (``svm``): with both points on the active side of the margin (y·f(x)
 contributes −y·(x, 1), so a split's problem is a convex second-order cone program in
 (x₊, x₋). It is built once with cvxpy Parameters for the split (DPP: compiled once, then
 re-solved for each grid point) and solved by Clarabel, falling back to SCS; the status is
-checked after every solve. Clean points lying exactly on the margin at θ_p have a
+checked after every solve. Not every grid point needs solving: with z_s = p_s·x_s
+(p_s = n_s/(N+n)) the residual is affine in (z₊, z₋, p₊, α) and x_s ∈ K_s (box, one-hot
+groups, active side) becomes z_s ∈ p_s·K_s, the perspective of a convex set, so a split's value
+f(p₊) is a partial minimum of a jointly convex problem and is convex in p₊. One SOCP over the
+continuous split finds a minimiser p*; the grid's minimum lies at the grid point just below or
+just above it, and the two grid points on each side are solved (``_HingeSearch.bracketed``).
+With integer features the rounded and polished points are scored instead, which is not convex
+in the split, so every grid point is solved. Clean points lying exactly on the margin at θ_p have a
 subgradient −α·y·(x, 1), α ∈ [0, 1]; α is a variable too, so the objective is the distance
 from 0 to the subdifferential, and 0 means θ_p is *the* optimum (J is C_R-strongly convex,
 hence ‖θ̂ − θ_p‖ ≤ objective / C_R when the bias is regularised).
@@ -35,8 +42,9 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy.optimize import linprog, lsq_linear
@@ -160,13 +168,13 @@ class KKTAttack:
     def poison(self, scenario: Scenario) -> Iterator[PoisonBatch]:
         """Yield one batch: the n = scenario.budget poisons and the diagnostics of the search."""
         if scenario.budget is None:
-            raise ValueError("kkt needs its budget up front: set scenario.budget to the number of poisons")
-        loss = _loss_kind(scenario.learner)
+            raise ValueError(f"{self.name} needs its budget up front: set scenario.budget to the number of poisons")
+        loss = self._loss(scenario.learner)
         start = time.perf_counter()
         target = self._target_model(scenario)
         data, learner, n = scenario.dataset, scenario.learner, int(scenario.budget)
         if target.w.shape[0] != data.n_features:
-            raise ValueError(f"kkt: target has {target.w.shape[0]} features, the dataset {data.n_features}")
+            raise ValueError(f"{self.name}: target has {target.w.shape[0]} features, the dataset {data.n_features}")
         residual = _Residual(learner, target, data.X_train, data.y_train, n, loss == _HINGE, self.margin_tol)
         if n == 0:
             empty = np.empty((0, data.n_features))
@@ -174,14 +182,12 @@ class KKTAttack:
             return
         splits = _split_grid(n, self.split_step, residual.exact_bias_n_pos())
         box = _Box.of(data.feasible, data.X_train)
-        if loss == _HINGE:
-            candidates, failed = _HingeSearch(residual, box).run(splits)
-        else:
-            rng = scenario.rng(_RNG_STREAM)
-            candidates, failed = self._logistic_search(residual, box, splits, rng), 0
+        candidates, failed, solved, extra = self._search(scenario, loss, residual, box, splits)
         if not candidates:
-            raise RuntimeError(f"kkt: every solver failed on all {len(splits)} splits ({', '.join(SOLVER_CHAIN)})")
-        best_value, best, best_points = _best_candidate(candidates, residual, box)
+            raise RuntimeError(
+                f"{self.name}: every solver failed on all {len(splits)} splits ({', '.join(SOLVER_CHAIN)})"
+            )
+        best_value, best, best_points = self._pick(candidates, residual, box)
         x_pos, x_neg = best_points
         n_pos, n_neg = best.n_pos, n - best.n_pos
         X_p = np.vstack([np.repeat(x_pos[None], n_pos, 0), np.repeat(x_neg[None], n_neg, 0)])
@@ -189,9 +195,35 @@ class KKTAttack:
         diagnostics = self._diagnostics(
             scenario, target, best, best_value, best_points, len(splits), failed, time.perf_counter() - start
         )
+        diagnostics.update(splits_solved=solved, **extra)
         if self.bound_induced:
             diagnostics.update(induced_bound(scenario, X_p, y_p, self.bound_epsilon))
         yield PoisonBatch(X_p, y_p, diagnostics)
+
+    def _loss(self, learner: Learner) -> str:
+        """The learner's margin loss (``hinge`` or ``logistic``); a learner without one is refused."""
+        return _loss_kind(learner)
+
+    def _search(
+        self, scenario: Scenario, loss: str, residual: _Residual, box: _Box, splits: np.ndarray
+    ) -> tuple[list[_Candidate], int, int, dict[str, Any]]:
+        """The candidates of the split grid, the failed splits, the split problems solved and
+        extra diagnostics. Hinge without integer features: the bracketed search; with them every
+        grid point (the rounded, polished points it scores are not convex in the split)."""
+        if loss == _HINGE and not box.has_integers:
+            return (*_HingeSearch(residual, box).bracketed(splits), {})
+        if loss == _HINGE:
+            search = _HingeSearch(residual, box)
+            return (*search.run(splits), len(search.allowed(splits)), {})
+        rng = scenario.rng(_RNG_STREAM)
+        return self._logistic_search(residual, box, splits, rng), 0, len(splits), {}
+
+    def _pick(
+        self, candidates: list[_Candidate], residual: _Residual, box: _Box
+    ) -> tuple[float, _Candidate, tuple[np.ndarray, np.ndarray]]:
+        """The best candidate with its exact objective and final points (rounded onto the
+        feasible set, polished: :func:`_best_candidate`)."""
+        return _best_candidate(candidates, residual, box)
 
     def _target_model(self, scenario: Scenario) -> Model:
         if isinstance(self.target, Model):
@@ -342,7 +374,9 @@ class _Residual:
 
 
 class _HingeSearch:
-    """One parameterised SOCP over the split; Clarabel → SCS per grid point, status checked."""
+    """KKT's hinge search: one parameterised SOCP over the split (Clarabel → SCS per grid point,
+    status checked), and the convex problem over the split itself that finds which grid points
+    can be best (:meth:`bracketed`)."""
 
     def __init__(self, residual: _Residual, box: _Box) -> None:
         import cvxpy as cp
@@ -356,21 +390,33 @@ class _HingeSearch:
         d = box.lo.shape[0]
         self.p_pos, self.p_neg = cp.Parameter(nonneg=True), cp.Parameter(nonneg=True)
         self.x = {s: cp.Variable(d) for s in (+1, -1) if self.sides[s]}
-        r_w, r_b = residual.g[:-1], residual.g[-1] - self.p_pos + self.p_neg
-        constraints = []
-        for s, x in self.x.items():
-            p = self.p_pos if s > 0 else self.p_neg
-            r_w = r_w - s * p * x
-            constraints += [s * (self.w @ x + self.b) <= 1, x >= box.lo, x <= box.hi]
-            constraints += [cp.sum(x[cols]) == 1 if exact else cp.sum(x[cols]) <= 1 for cols, exact in box.groups]
+        counts = {+1: self.p_pos, -1: self.p_neg}
+        constraints = [c for s, x in self.x.items() for c in self._region(s, x, 1.0)]
+        self.problem = self._residual_problem({s: counts[s] * x for s, x in self.x.items()}, counts, constraints)
+
+    def _region(self, s: int, z: Any, t: Any) -> list[Any]:
+        """Constraints saying z = t·x with x in side ``s``'s set K_s: the box, the one-hot groups and
+        the active side of θ_p's margin, s(w_p·x + b_p) ≤ 1. With t = 1 they constrain x itself;
+        with t ≥ 0 a variable they are K_s's perspective (the cone over K_s, {0} at t = 0)."""
+        cp, box = self.cp, self.box
+        constraints = [s * (self.w @ z + self.b * t) <= t, z >= t * box.lo, z <= t * box.hi]
+        constraints += [cp.sum(z[cols]) == t if exact else cp.sum(z[cols]) <= t for cols, exact in box.groups]
+        return constraints
+
+    def _residual_problem(self, weighted: dict[int, Any], counts: dict[int, Any], constraints: list[Any]) -> Any:
+        """min ‖∇J(θ_p)‖₂ with the poisons' part written through ``weighted[s]`` = p_s·x_s and
+        ``counts[s]`` = p_s = n_s/(N + n) (each active hinge point adds −s·p_s·(x_s, 1)), and the
+        clean margin points' subgradients α ∈ [0, 1]."""
+        cp, residual = self.cp, self.residual
+        r_w, r_b = residual.g[:-1], residual.g[-1] - counts[+1] + counts[-1]
+        for s, z in weighted.items():
+            r_w = r_w - s * z
         k = residual.A.shape[1]
         if k:
             alpha = cp.Variable(k)
             r_w, r_b = r_w + residual.A[:-1] @ alpha, r_b + residual.A[-1] @ alpha
-            constraints += [alpha >= 0, alpha <= 1]
-        self.problem = cp.Problem(
-            cp.Minimize(cp.norm(cp.hstack([r_w, cp.reshape(r_b, (1,), order="C")]), 2)), constraints
-        )
+            constraints = [*constraints, alpha >= 0, alpha <= 1]
+        return cp.Problem(cp.Minimize(cp.norm(cp.hstack([r_w, cp.reshape(r_b, (1,), order="C")]), 2)), constraints)
 
     def _side_feasible(self, s: int) -> bool:
         """Is {x in the box, one-hot groups respected: s·(w·x + b) ≤ 1} non-empty? (an LP)"""
@@ -389,21 +435,72 @@ class _HingeSearch:
         )
         return bool(res.status == 0 and res.fun + s * self.b <= 1.0)
 
-    def run(self, splits: np.ndarray) -> tuple[list[_Candidate], int]:
+    def allowed(self, splits: np.ndarray) -> np.ndarray:
+        """The grid points whose sides all have a feasible point (a side with none needs count 0)."""
         n = self.residual.n
-        allowed = [int(k) for k in splits if (k == 0 or self.sides[+1]) and (k == n or self.sides[-1])]
+        return np.array([int(k) for k in splits if (k == 0 or self.sides[+1]) and (k == n or self.sides[-1])], int)
+
+    def run(self, splits: np.ndarray) -> tuple[list[_Candidate], int]:
+        """Solve the split problem at each allowed grid point: the candidates and the failures."""
         candidates, failed = [], 0
-        for n_pos in allowed:
+        for n_pos in self.allowed(splits):
             self.p_pos.value = n_pos / self.residual.total
-            self.p_neg.value = (n - n_pos) / self.residual.total
+            self.p_neg.value = (self.residual.n - n_pos) / self.residual.total
             solver = self._solve()
             if solver is None:
                 failed += 1
                 continue
             x_pos = self._point(+1)
             x_neg = self._point(-1)
-            candidates.append(_Candidate(n_pos, x_pos, x_neg, float(self.problem.value), solver))
+            candidates.append(_Candidate(int(n_pos), x_pos, x_neg, float(self.problem.value), solver))
         return candidates, failed
+
+    def continuous_problem(self, extra: Callable[[Any], list[Any]] = lambda q: []) -> tuple[Any, Any]:
+        """The split problem over the *continuous* split p₊ = q ∈ [0, n/(N + n)] (p₋ = n/(N + n) − q),
+        and q: with z_s = p_s·x_s the residual is affine in (z₊, z₋, q, α) and x_s ∈ K_s becomes
+        z_s in K_s's perspective, a convex cone, so it is one SOCP. ``extra(q)``: constraints to add."""
+        cp, residual = self.cp, self.residual
+        total_share = residual.n / residual.total
+        q = cp.Variable()
+        counts = {+1: q, -1: total_share - q}
+        z = {s: cp.Variable(self.box.lo.shape[0]) for s in self.x}
+        constraints = [q >= 0, q <= total_share, *(c for s, v in z.items() for c in self._region(s, v, counts[s]))]
+        constraints += [counts[s] == 0 for s in (+1, -1) if s not in z]
+        return self._residual_problem(z, counts, [*constraints, *extra(q)]), q
+
+    def split_minimiser(self) -> float | None:
+        """A minimiser n₊* ∈ [0, n] of the split problem's value over the continuous split
+        (:meth:`continuous_problem`), or None when its solve fails."""
+        cp, residual = self.cp, self.residual
+        problem, q = self.continuous_problem()
+        for solver in SOLVER_CHAIN:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", UserWarning)
+                    problem.solve(solver=solver)
+            except cp.error.SolverError:
+                continue
+            if problem.status == cp.OPTIMAL:
+                return float(np.clip(q.value * residual.total, 0.0, residual.n))
+        return None
+
+    def bracketed(self, splits: np.ndarray) -> tuple[list[_Candidate], int, int]:
+        """The grid search restricted to the grid points that can hold its minimum, the failures
+        and the number of split problems solved. The split problem's value f(p₊) is a partial
+        minimum of a jointly convex function (:meth:`split_minimiser`), so f is convex in p₊:
+        non-increasing up to a minimiser p* and non-decreasing after it, and its minimum over any
+        grid lies at the grid point just below p* or just above it. Two grid points each side of
+        the solved n₊* are solved (against the solver's tolerance in n₊*); if the convex problem
+        fails, every grid point is."""
+        n_star = self.split_minimiser()
+        allowed = self.allowed(splits)
+        if n_star is None:
+            candidates, failed = self.run(allowed)
+            return candidates, failed, len(allowed)
+        i = int(np.searchsorted(allowed, n_star))
+        chosen = allowed[max(0, i - 2) : i + 2]
+        candidates, failed = self.run(chosen)
+        return candidates, failed, len(chosen)
 
     def _solve(self) -> str | None:
         cp = self.cp
