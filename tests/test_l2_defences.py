@@ -193,3 +193,36 @@ def test_missing_torch_error_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` raise ImportError
     with pytest.raises(ImportError, match=r"pip install poisonbench\[torch\]"):
         require_torch()
+
+
+class _UncertifiedBelow(LinearSVM):
+    """The SVM, except that a fit with C_R below ``threshold`` reports ``converged = False`` (as
+    the dual solver does when it stops short); ``with_regularisation``'s copies keep the threshold."""
+
+    def __init__(self, C_R: float = 0.09, threshold: float = 0.0, **kwargs):
+        super().__init__(C_R=C_R, **kwargs)
+        self.threshold = threshold
+
+    def fit(self, X, y, sample_weight=None, warm_start=None):
+        model = super().fit(X, y, sample_weight, warm_start)
+        if self.threshold > self.C_R:
+            model.info["converged"] = False
+        return model
+
+
+@pytest.mark.parametrize(
+    "defence",
+    [LearnedL2(lam_min=-4.0, lam_max=4.0, method="search"), CrossValidatedL2(folds=2, lam_min=-4.0, lam_max=4.0)],
+    ids=["learned-l2-search", "cv-l2"],
+)
+def test_a_search_refuses_an_uncertified_fit(defence):
+    """Every λ the search evaluates must come from a certified fit: an uncertified one at the low
+    end of the range (λ = −4: C_R = e^−4 / n, n = 40 points or a 20-point fold) raises instead of
+    entering the argmin."""
+    from poisonbench.learner import UncertifiedFitError
+
+    learner = _UncertifiedBelow(threshold=np.exp(-3.5) / 20)
+    with pytest.raises(UncertifiedFitError, match="λ = -4"):
+        defence.fit(learner, X, Y, None, XV, YV)
+    certified = _UncertifiedBelow(threshold=0.0)
+    defence.fit(certified, X, Y, None, XV, YV)

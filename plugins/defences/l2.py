@@ -39,7 +39,7 @@ from scipy.sparse.linalg import LinearOperator, cg
 from poisonbench import Param, hookimpl
 from poisonbench.capabilities import LinearModelLearner, has, require
 from poisonbench.defence import DefendedFit
-from poisonbench.learner import Learner, Model
+from poisonbench.learner import Learner, Model, require_certified
 from poisonbench.params import declare
 from poisonbench.plugins.l2_strength import LOG_200, hyperparameters, is_lambda_native, lambda_of, with_lambda
 from poisonbench.validation import check_binary_labels, check_matrix, check_weights
@@ -130,7 +130,8 @@ class CrossValidatedL2:
         return np.linspace(self.lam_min, self.lam_max, self.n_grid)
 
     def scores(self, learner: Learner, X: np.ndarray, y: np.ndarray, s: np.ndarray) -> np.ndarray:
-        """Held-out criterion per grid λ, averaged over folds (weighted by ``s``)."""
+        """Held-out criterion per grid λ, averaged over folds (weighted by ``s``); a fold fit that
+        reports no certificate raises."""
         from sklearn.model_selection import StratifiedKFold
 
         counts = [int((y == c).sum()) for c in (-1.0, 1.0)]
@@ -141,6 +142,7 @@ class CrossValidatedL2:
         for tr, te in splitter.split(X, y):
             for i, lam in enumerate(self.grid):
                 model = with_lambda(learner, lam, s[tr].sum()).fit(X[tr], y[tr], s[tr])
+                require_certified(model, f"cv-l2: the fold fit at λ = {lam:.6g}")
                 if self.criterion == "loss":
                     per_point = learner.loss(model, X[te], y[te])
                 else:
@@ -249,8 +251,16 @@ class LearnedL2:
         return lam, A, it
 
     def _search(self, learner: Learner, X, y, s, X_val, y_val) -> tuple[np.ndarray, float, int]:
+        """A grid of ``SEARCH_GRID`` λ's, then Brent's method between the best one's neighbours.
+        The fits of an exact linear learner are warm-started from the previous λ's (its fits are
+        certified whatever the start, so only their cost depends on it). A fit that reports no
+        certificate (``converged = False``) raises: its validation loss is not A(λ)."""
+        warm = has(learner, LinearModelLearner)
+        previous: dict[str, Any] = {"model": None}
+
         def A(lam: float) -> float:
-            model = with_lambda(learner, lam, s.sum()).fit(X, y, s)
+            model = with_lambda(learner, lam, s.sum()).fit(X, y, s, warm_start=previous["model"] if warm else None)
+            previous["model"] = require_certified(model, f"learned-l2: the search's fit at λ = {lam:.6g}")
             return float(np.mean(learner.loss(model, X_val, y_val)))
 
         grid = np.linspace(self.lam_min, self.lam_max, SEARCH_GRID)
@@ -292,7 +302,9 @@ class LearnedL2:
 
         def oracle(lam: np.ndarray) -> tuple[float, np.ndarray]:
             lrn = with_lambda(learner, float(lam[0]), N)
-            model = lrn.fit(X, y, s, warm_start=state["model"])
+            model = require_certified(
+                lrn.fit(X, y, s, warm_start=state["model"]), f"learned-l2: the fit at λ = {float(lam[0]):.6g}"
+            )
             state["model"] = model
             theta = model.theta
 
