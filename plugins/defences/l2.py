@@ -251,16 +251,14 @@ class LearnedL2:
         return lam, A, it
 
     def _search(self, learner: Learner, X, y, s, X_val, y_val) -> tuple[np.ndarray, float, int]:
-        """A grid of ``SEARCH_GRID`` λ's, then Brent's method between the best one's neighbours.
-        The fits of an exact linear learner are warm-started from the previous λ's (its fits are
-        certified whatever the start, so only their cost depends on it). A fit that reports no
-        certificate (``converged = False``) raises: its validation loss is not A(λ)."""
-        warm = has(learner, LinearModelLearner)
-        previous: dict[str, Any] = {"model": None}
+        """A grid of ``SEARCH_GRID`` λ's, then Brent's method between the best one's neighbours,
+        each evaluation a cold fit (a fit warm-started from the previous λ's was slower:
+        ``benchmarks/bench_learned_l2.py``). A fit that reports no certificate
+        (``converged = False``) raises: its validation loss is not A(λ)."""
 
         def A(lam: float) -> float:
-            model = with_lambda(learner, lam, s.sum()).fit(X, y, s, warm_start=previous["model"] if warm else None)
-            previous["model"] = require_certified(model, f"learned-l2: the search's fit at λ = {lam:.6g}")
+            model = with_lambda(learner, lam, s.sum()).fit(X, y, s)
+            require_certified(model, f"learned-l2: the search's fit at λ = {lam:.6g}")
             return float(np.mean(learner.loss(model, X_val, y_val)))
 
         grid = np.linspace(self.lam_min, self.lam_max, SEARCH_GRID)
