@@ -43,8 +43,8 @@ class WarmSVM(LinearSVM):
     """The ``svm`` learner warm-starting every fit from its own previous one (the variant timed)."""
 
     def fit(self, X: Any, y: Any, sample_weight: Any = None, warm_start: Any = None) -> Any:
-        model = super().fit(X, y, sample_weight, warm_start=self.__dict__.get("_previous"))
-        self.__dict__["_previous"] = model
+        model = super().fit(X, y, sample_weight, warm_start=getattr(self, "previous", None))
+        self.previous = model
         return model
 
 

@@ -656,8 +656,8 @@ def matrix(rows: Rows, columns: tuple[tuple[str, str], ...]) -> dict[str, Any]:
     the harness measured for each aware attack's undefended victim."""
     cells: dict[str, dict[str, dict[str, float]]] = {}
     first_campaign, first_attack = columns[0]
-    df = rows.checkpoints(first_campaign)
-    unpoisoned = df[(df.attack == first_attack) & (df.budget == 0)]
+    first = rows.checkpoints(first_campaign)
+    unpoisoned = first[(first.attack == first_attack) & (first.budget == 0)]
     clean = {
         r.defence_label: {"error": 1.0 - float(r.test_accuracy), "loss": float(r.clean_loss)}
         for r in unpoisoned.itertuples()
@@ -672,6 +672,8 @@ def matrix(rows: Rows, columns: tuple[tuple[str, str], ...]) -> dict[str, Any]:
     attacks = [a for _, a in columns]
     defences = sorted(cells["kkt"], key=lambda d: (d != "none", d))
     caught = {a: [cells[a][d]["caught"] for d in SPHERE_SLAB if d in cells[a]] for a in attacks}
+    aware_caught_max = max(max(caught[a]) for a in AWARE)
+    unaware_caught_max = {a: max(caught[a]) for a in ("kkt", "mtp")}
     aware_campaign = {a: c for c, a in columns}["min-max"]
     df = rows.checkpoints(aware_campaign)
     df = df[(df.defence == "none") & (df.budget > 0)]
@@ -682,18 +684,18 @@ def matrix(rows: Rows, columns: tuple[tuple[str, str], ...]) -> dict[str, Any]:
         bound[int(r.budget)][r.attack] = float(r.clean_objective)
     return {
         "top": top,
-        "n_train": int(df.n_train.iloc[0]),
+        "n_train": int(first.n_train.iloc[0]),
         "clean": clean,
         "cells": cells,
         "attacks": attacks,
         "defences": defences,
         "caught_range": {a: (min(c), max(c)) for a, c in caught.items()},
-        "aware_caught_max": max(max(caught[a]) for a in AWARE),
-        "unaware_caught_max": max(max(caught[a]) for a in ("kkt", "mtp")),
-        "aware_evade": max(max(caught[a]) for a in AWARE) < min(max(caught[a]) for a in ("kkt", "mtp")),
+        "aware_caught_max": aware_caught_max,
+        "unaware_caught_max": max(unaware_caught_max.values()),
+        "aware_evade": aware_caught_max < min(unaware_caught_max.values()),
         "clean_error_range": (min(c["error"] for c in clean.values()), max(c["error"] for c in clean.values())),
         "worst": max(((a, d) for a in attacks for d in defences), key=lambda k: cells[k[0]][k[1]]["error"]),
-        "budgets": sorted(int(b) for b in set(rows.checkpoints(columns[0][0]).budget) - {0}),
+        "budgets": sorted(int(b) for b in set(first.budget) - {0}),
         "bound": dict(sorted(bound.items())),
         "aware": AWARE,
         "bound_holds": all(v[a] <= v["upper"] for v in bound.values() for a in AWARE),
