@@ -18,6 +18,12 @@ induced model is :func:`poisonbench.plugins.lower_bound.certified_lower_bound` (
 toward that model). The learner must be a :class:`poisonbench.capabilities.LinearModelLearner`
 and every fit must be certified (``info["converged"]``): an uncertified iterate would make
 both the chosen point and z(θ_t) meaningless, so the run raises instead.
+
+Per iteration the clean loss of z(θ_t) comes from the learner's reported objective and the
+poisons (:meth:`_OnlineRun._clean_loss`), the test accuracy reads only the rows near the
+decision boundary (:mod:`poisonbench.plugins.screened_metrics`), and the pool hands the learner
+read-only views, so that the SVM's certificate can do the same
+(:mod:`poisonbench.plugins.margin_screen`): no step reads all of D_c.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from poisonbench.attack import PoisonBatch, Scenario
 from poisonbench.capabilities import LinearModelLearner, require
 from poisonbench.learner import Model, require_certified
 from poisonbench.plugins.max_loss_diff import MaxLossDiff, MaxLossDiffSolver
+from poisonbench.plugins.screened_metrics import ScreenedAccuracy
 from poisonbench.plugins.theorem2 import theorem2_z
 
 
@@ -110,9 +117,14 @@ class WeightedPool:
             setattr(self, name, new)
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Rows, labels and weights (multiplicities) of the whole pool."""
+        """Rows, labels and weights (multiplicities) of the whole pool, as read-only views: a
+        learner may then trust that the rows it saw stay as they were
+        (:class:`poisonbench.plugins.margin_screen.MarginScreen`)."""
         n = self.n_rows
-        return self._X[:n], self._y[:n], self._w[:n]
+        views = self._X[:n], self._y[:n], self._w[:n]
+        for view in views:
+            view.flags.writeable = False
+        return views
 
     def poisons(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Distinct poison points, their labels and multiplicities."""
@@ -151,6 +163,7 @@ class _OnlineRun:
         self.rng = scenario.rng(stream=7)
         self.sub = data.subpopulation(scenario.subpopulation) if scenario.subpopulation else None
         self.target_clean_loss = float(self.learner.loss(target, data.X_train, data.y_train).sum())
+        self.test_accuracy = ScreenedAccuracy(data.X_test, data.y_test)
         self.pool = WeightedPool(data.X_train, data.y_train)
         self.n_poisons, self.bound = 0, 0.0
         self.previous_x: np.ndarray | None = None
@@ -185,7 +198,16 @@ class _OnlineRun:
     def _measure(self, best: MaxLossDiff, fit_s: float, search_s: float) -> dict[str, Any]:
         """The diagnostics of θ_t: distance to the target, accuracies and the Theorem-2 z(θ_t)."""
         data, model, target = self.data, self.model, self.target
-        z = theorem2_z(self.learner, model, target, data.X_train, data.y_train, best.value, self.target_clean_loss)
+        z = theorem2_z(
+            self.learner,
+            model,
+            target,
+            data.X_train,
+            data.y_train,
+            best.value,
+            self.target_clean_loss,
+            self._clean_loss(),
+        )
         if z is not None:
             self.bound = max(self.bound, z)
         sub_acc = None
@@ -196,7 +218,7 @@ class _OnlineRun:
             "max_loss_diff": best.value,
             "max_loss_diff_exact": best.exact,
             "param_distance": float(np.linalg.norm(model.theta - target.theta)),
-            "test_accuracy": model.accuracy(data.X_test, data.y_test),
+            "test_accuracy": self.test_accuracy(model),
             "subpop_accuracy": sub_acc,
             "z": z,
             "lower_bound": self.bound,
@@ -206,6 +228,21 @@ class _OnlineRun:
             "search_seconds": search_s,
             "wall_seconds": time.perf_counter() - self.start,
         }
+
+    def _clean_loss(self) -> float | None:
+        """``L(θ_t; D_c)`` without a pass over D_c when the learner reports its objective
+        (``objective_in_info``): J(θ_t) on the pool is ``(1/Σs) Σ s_i l_i + C_R R(θ_t)``, so
+
+            Σ_{D_c} l = Σs · (J(θ_t) − C_R R(θ_t)) − Σ_p s_p l(θ_t; x_p, y_p)
+
+        over the few distinct poisons. None otherwise (:func:`theorem2_z` then sums the loss)."""
+        model, learner = self.model, self.learner
+        if not getattr(learner, "objective_in_info", False) or "objective" not in model.info:
+            return None
+        X_p, y_p, s_p = self.pool.poisons()
+        poisons = float(s_p @ learner.loss(model, X_p, y_p)) if len(y_p) else 0.0
+        total = float(self.pool.arrays()[2].sum())
+        return total * (float(model.info["objective"]) - learner.C_R * learner.regulariser(model)) - poisons
 
     def _stops(self, diagnostics: dict[str, Any]) -> bool:
         """ε-close, the accuracy goal reached (subpopulation, else test), or the budget spent."""

@@ -24,18 +24,23 @@ def theorem2_z(
     y_clean: np.ndarray,
     sup_loss_diff: float,
     target_clean_loss: float | None = None,
+    model_clean_loss: float | None = None,
 ) -> float | None:
     """z(θ) of Theorem 2 for ``model`` θ against ``target`` θ_p, or None when the numerator or
     the denominator is not positive (then θ gives no bound).
 
     ``sup_loss_diff`` must be ``sup_{x,y} l(θ; x, y) − l(θ_p; x, y)`` for the learner's own loss
     (the reference code uses the hinge loss here even for logistic regression; we do not).
-    ``target_clean_loss``: L(θ_p; D_c) when already known (it does not change between iterates)."""
+    ``target_clean_loss``: L(θ_p; D_c) when already known (it does not change between iterates);
+    ``model_clean_loss``: L(θ; D_c) when already known (the MTP loop has it from the learner's
+    objective)."""
     n = X_clean.shape[0]
     reg_diff = learner.regulariser(model) - learner.regulariser(target)
     if target_clean_loss is None:
         target_clean_loss = float(learner.loss(target, X_clean, y_clean).sum())
-    numerator = target_clean_loss - float(learner.loss(model, X_clean, y_clean).sum()) - n * learner.C_R * reg_diff
+    if model_clean_loss is None:
+        model_clean_loss = float(learner.loss(model, X_clean, y_clean).sum())
+    numerator = target_clean_loss - model_clean_loss - n * learner.C_R * reg_diff
     denominator = sup_loss_diff + learner.C_R * reg_diff
     if numerator < 0 or denominator <= 0:
         return None

@@ -471,18 +471,10 @@ class _HingeSearch:
     def split_minimiser(self) -> float | None:
         """A minimiser n₊* ∈ [0, n] of the split problem's value over the continuous split
         (:meth:`continuous_problem`), or None when its solve fails."""
-        cp, residual = self.cp, self.residual
         problem, q = self.continuous_problem()
-        for solver in SOLVER_CHAIN:
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", UserWarning)
-                    problem.solve(solver=solver)
-            except cp.error.SolverError:
-                continue
-            if problem.status == cp.OPTIMAL:
-                return float(np.clip(q.value * residual.total, 0.0, residual.n))
-        return None
+        if _solve_with_chain(self.cp, problem) is None:
+            return None
+        return float(np.clip(q.value * self.residual.total, 0.0, self.residual.n))
 
     def bracketed(self, splits: np.ndarray) -> tuple[list[_Candidate], int, int]:
         """The grid search restricted to the grid points that can hold its minimum, the failures
@@ -503,17 +495,7 @@ class _HingeSearch:
         return candidates, failed, len(chosen)
 
     def _solve(self) -> str | None:
-        cp = self.cp
-        for solver in SOLVER_CHAIN:
-            try:
-                with warnings.catch_warnings():  # "may be inaccurate": the status check below decides
-                    warnings.simplefilter("ignore", UserWarning)
-                    self.problem.solve(solver=solver, warm_start=True)
-            except cp.error.SolverError:
-                continue
-            if self.problem.status == cp.OPTIMAL:
-                return solver
-        return None
+        return _solve_with_chain(self.cp, self.problem)
 
     def _point(self, s: int) -> np.ndarray:
         """The solved point of side ``s``, clipped to the box; the box centre for a side that has
@@ -522,6 +504,21 @@ class _HingeSearch:
         if x is None:
             return (self.box.lo + self.box.hi) / 2
         return np.clip(np.asarray(x.value, dtype=np.float64), self.box.lo, self.box.hi)
+
+
+def _solve_with_chain(cp: Any, problem: Any) -> str | None:
+    """Solve ``problem`` with the first solver of :data:`SOLVER_CHAIN` that reaches OPTIMAL;
+    returns its name, or None when none does."""
+    for solver in SOLVER_CHAIN:
+        try:
+            with warnings.catch_warnings():  # "may be inaccurate": the status check below decides
+                warnings.simplefilter("ignore", UserWarning)
+                problem.solve(solver=solver, warm_start=True)
+        except cp.error.SolverError:
+            continue
+        if problem.status == cp.OPTIMAL:
+            return solver
+    return None
 
 
 def _best_candidate(

@@ -120,13 +120,7 @@ class DefenceAwareKKT(KKTAttack):
             self.defence,
         )
         candidates, failed, solved = SanitiserAwareKKTSearch(residual, box, F).bracketed(splits)
-        radii = {
-            f"{kind}_radius_{'pos' if label > 0 else 'neg'}": radius
-            for label, region in F.regions.items()
-            for kind, radius in (("sphere", region.sphere_radius), ("slab", region.slab_radius))
-            if radius is not None
-        }
-        return candidates, failed, solved, {"defence": self.defence, "fraction": self.fraction, **radii}
+        return candidates, failed, solved, {"defence": self.defence, "fraction": self.fraction, **F.radii()}
 
     def _pick(
         self, candidates: list[_Candidate], residual: _Residual, box: _Box

@@ -159,6 +159,15 @@ class OracleFeasibleSet:
         groups = tuple(np.array(g, dtype=np.int64) for g in feasible.onehot_groups)
         return cls(lo, hi, groups, centroids[1.0] - centroids[-1.0], regions)
 
+    def radii(self) -> dict[str, float]:
+        """The radii as diagnostics: ``sphere_radius_pos``, ``slab_radius_neg``, … (those F has)."""
+        return {
+            f"{kind}_radius_{'pos' if label > 0 else 'neg'}": radius
+            for label, region in self.regions.items()
+            for kind, radius in (("sphere", region.sphere_radius), ("slab", region.slab_radius))
+            if radius is not None
+        }
+
 
 def _oracle_radii(
     sanitiser: type[Sanitiser], fraction: float, learner: Learner, X: np.ndarray, y: np.ndarray

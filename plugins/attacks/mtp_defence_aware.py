@@ -168,12 +168,7 @@ class DefenceAwareMTP(ModelTargetedPoisoning):
                     target_test_accuracy=target.accuracy(data.X_test, data.y_test),
                     defence=self.defence,
                     fraction=self.fraction,
-                    **{
-                        f"{kind}_radius_{'pos' if label > 0 else 'neg'}": radius
-                        for label, region in F.regions.items()
-                        for kind, radius in (("sphere", region.sphere_radius), ("slab", region.slab_radius))
-                        if radius is not None
-                    },
+                    **F.radii(),
                 )
             yield batch
 

@@ -40,6 +40,7 @@ import numpy as np
 from scipy.linalg.lapack import dpotrf, dpotrs
 
 from poisonbench.plugins.learners._jit import njit
+from poisonbench.plugins.margin_screen import MarginScreen, RowSketch
 
 
 @njit
@@ -201,6 +202,16 @@ class DualState:
     margins: np.ndarray
     w: np.ndarray
     C: float
+    screen: MarginScreen | None = None
+
+    def __getstate__(self) -> dict:
+        """Pickled without the screen (it holds a view of X, and a copy of X elsewhere is
+        not the memory it may trust)."""
+        return {**self.__dict__, "screen": None}
+
+    def __setstate__(self, state: dict) -> None:
+        for key, value in state.items():
+            object.__setattr__(self, key, value)
 
 
 @dataclass(frozen=True)
@@ -267,6 +278,10 @@ def solve_svm(
     active = rows
     if sqn is None:
         sqn = np.full(n, np.nan)
+    screen = None
+    if warm is not None and regularise_bias and warm.screen is not None and warm.screen.covers(X, y):
+        screen = warm.screen
+        sqn[: screen.n] = screen.sqnorms
     if warm is not None:
         m = min(warm.beta.shape[0], n)
         alpha[:m] = C * np.clip(warm.beta[:m], 0.0, s[:m])
@@ -281,14 +296,16 @@ def solve_svm(
             else:
                 _checked_sqnorms(X, sqn, rows[alpha[rows] > 0])
                 w = _combine_rows(X, alpha * y, rows)
-    problem = _Dual(X, y, ub, sqn, rows, tol, max_iter, seed)
+    problem = _Dual(X, y, ub, sqn, rows, tol, max_iter, seed, s, C)
     if regularise_bias:
-        res = _solve_regularised(problem, alpha, w, active, shrink)
+        res = _solve_regularised(problem, alpha, w, active, shrink, screen)
     else:
         _checked_sqnorms(X, sqn, np.arange(n))
         res = _solve_free_bias(problem, alpha, shrink, b0)
     w, b, alpha, g, w_alpha = res.w, res.b, res.alpha, res.g, res.w_alpha
     primal, gap = res.primal, res.gap
+    if regularise_bias and res.full_pass is not None and not X.flags.writeable and X.base is not None:
+        screen = _screen_after_pass(problem, alpha, res.full_pass, w_alpha, screen)
     info = {
         "solver": "dual-cd",
         "objective": C_R * primal,
@@ -298,8 +315,40 @@ def solve_svm(
         "rounds": res.rounds,
         "converged": bool(gap <= tol * primal),
         "tol": tol,
+        "screened_certificate": res.full_pass is None,
     }
-    return SVMSolution(w, b, DualState(alpha / C, g + 1.0, w_alpha / C, C), info)
+    beta = np.where(alpha >= ub, s, alpha / C)  # exactly s at the bound, so C' β = C' s there next time
+    return SVMSolution(w, b, DualState(beta, g + 1.0, w_alpha / C, C, screen), info)
+
+
+def _screen_after_pass(
+    p: _Dual,
+    alpha: np.ndarray,
+    full_pass: tuple[np.ndarray, np.ndarray],
+    w_alpha: np.ndarray,
+    previous: MarginScreen | None,
+) -> MarginScreen:
+    """The screen of the last full certificate pass (margins ``x_i·w`` at that pass's ``w``), in
+    β units (``w_β = w / C``, so that it serves later fits whatever their C): A = the rows at
+    their upper bound ``α_i = C s_i``, coefficients ``s_i`` and ``v_A = Σ_A s_i y_i x_i``, which
+    is the final ``w(α)`` less its free rows, divided by C (a read of the free rows only).
+
+    After a cold fit the screen uses plain Cauchy–Schwarz radii; a warm fit that still needed a
+    full pass (the caller re-fits repeatedly, as MTP does) builds the randomised row sketch once
+    (about twenty reads of X), and later screens of the same rows keep it."""
+    X, y, ub, sqn, s, C = p.X, p.y, p.ub, p.sqn, p.s, p.C
+    margins, w_pass = full_pass
+    _checked_sqnorms(X, sqn, np.arange(X.shape[0]))
+    at_upper = (alpha >= ub) & (ub > 0)
+    free = np.flatnonzero((alpha > 0) & ~at_upper)
+    v_A = (w_alpha - _combine_rows(X, alpha * y, free)) / C
+    if previous is None:
+        sketch = RowSketch.plain(X, sqn)
+    elif previous.sketch.k == 0:
+        sketch = RowSketch.randomised(X, seed=p.seed)
+    else:
+        sketch = previous.sketch
+    return MarginScreen(X, y, w_pass / C, margins / C, at_upper, s, v_A, sketch)
 
 
 _MAX_FREE = 500
@@ -434,7 +483,8 @@ def _check_finite(X: np.ndarray) -> None:
 class _Dual:
     """One SVM dual in the solver's units: rows ``X``, labels ``y``, box ``0 ≤ α ≤ ub``, the
     squared row norms ``sqn`` (NaN where not yet computed), the rows with positive weight, the
-    relative-gap target ``tol``, the pass limit and the seed of the coordinate order."""
+    relative-gap target ``tol``, the pass limit, the seed of the coordinate order, and the
+    weights ``s`` and ``C`` with ``ub = C s``."""
 
     X: np.ndarray
     y: np.ndarray
@@ -444,6 +494,8 @@ class _Dual:
     tol: float
     max_iter: int
     seed: int
+    s: np.ndarray
+    C: float
 
 
 @dataclass(frozen=True)
@@ -460,11 +512,16 @@ class _DualSolution:
     gap: float
     epochs: int
     rounds: int
+    full_pass: tuple[np.ndarray, np.ndarray] | None = None
 
 
-def _solve_regularised(p: _Dual, alpha: np.ndarray, w: np.ndarray, active: np.ndarray, shrink: float) -> _DualSolution:
+def _solve_regularised(
+    p: _Dual, alpha: np.ndarray, w: np.ndarray, active: np.ndarray, shrink: float, screen: MarginScreen | None
+) -> _DualSolution:
     """Bias regularised (folded into w as a constant feature): rounds of coordinate descent on
-    ``active`` with a free-set Newton step, each ending with a certificate pass over all rows."""
+    ``active`` with a free-set Newton step, each ending with a certificate: the screened one
+    (:func:`_screened_certificate`) when a screen covers X and answers within ``n / 8`` rows read,
+    else a pass over all rows."""
     X, y, ub, sqn, rows, tol, max_iter, seed = p.X, p.y, p.ub, p.sqn, p.rows, p.tol, p.max_iter, p.seed
     n = X.shape[0]
     bias = np.array([float(alpha @ y)])
@@ -473,6 +530,7 @@ def _solve_regularised(p: _Dual, alpha: np.ndarray, w: np.ndarray, active: np.nd
     epochs = rounds = 0
     eps = _EPS_START
     best = np.inf
+    full_pass = None
     while True:
         _checked_sqnorms(X, sqn, active)
         qd = sqn + 1.0
@@ -497,23 +555,77 @@ def _solve_regularised(p: _Dual, alpha: np.ndarray, w: np.ndarray, active: np.nd
                 best_inner = min(best_inner, part)
                 eps = _next_eps(eps, part, _INNER_SHARE * tol * dual)
         coef = alpha * y
-        w_alpha = _certificate_pass(X, w, coef, margins)
-        if not np.isfinite(margins).all():
-            _check_finite(X)
         b_alpha = float(coef.sum())
-        g = y * (margins + b) - 1.0
         rounds += 1
-        primal = 0.5 * (w @ w + b * b) + float(ub @ np.maximum(0.0, -g))
+        cert = None if screen is None else _screened_certificate(p, screen, alpha, w, b, max_rows=n // 8)
+        if cert is None:
+            screen = None
+            w_alpha = _certificate_pass(X, w, coef, margins)
+            if not np.isfinite(margins).all():
+                _check_finite(X)
+            full_pass = (margins.copy(), w.copy())
+            g = y * (margins + b) - 1.0
+            primal = 0.5 * (w @ w + b * b) + float(ub @ np.maximum(0.0, -g))
+        else:
+            g, w_alpha, primal = cert
         dual = float(alpha.sum()) - 0.5 * (w_alpha @ w_alpha + b_alpha * b_alpha)
         gap = max(primal - dual, 0.0)
         if gap <= tol * primal or epochs >= max_iter or (eps == _EPS_FLOOR and gap >= best):
-            return _DualSolution(w, b, alpha, g, w_alpha, primal, gap, epochs, rounds)
+            return _DualSolution(w, b, alpha, g, w_alpha, primal, gap, epochs, rounds, full_pass)
         if _max_violation(g, alpha, ub, rows) <= eps:
             best = min(best, gap)
             eps = _next_eps(eps, gap, tol * primal)
         active = _candidates(g, alpha, ub, rows, _SHRINK_WARM)
         w = w_alpha
         bias[0] = b_alpha
+
+
+def _screened_certificate(
+    p: _Dual, screen: MarginScreen, alpha: np.ndarray, w: np.ndarray, b: float, max_rows: int
+) -> tuple[np.ndarray, np.ndarray, float] | None:
+    """``(G, w(α), P(w, b))`` reading only the rows the screen cannot place (issue #17), or None
+    when that would be more than ``max_rows`` rows.
+
+    In β units the margin level of row i is ``y_i x_i·w_β = ℓ_i = (1 − y_i b) / C``. A row the
+    screen places surely below it with ``α_i = C_i``, or surely above with ``α_i = 0``, adds
+    exactly 0 to the gap ``Σ C_i max(0, −G_i) + α_i G_i``; with S the first kind::
+
+        P(w, b) = ½(‖w‖² + b²) + Σ_{N} C_i max(0, −G_i) + C Σ_S s_i (1 − y_i b) − C w·Σ_S s_i y_i x_i
+        w(α)    = C Σ_S s_i y_i x_i + Σ_{N} α_i y_i x_i
+
+    where N, the rows read afresh, are the near rows, the rows appended after the screen's pass
+    and the rows placed on a side their α contradicts. ``Σ_S s_i y_i x_i`` is the screen's
+    below-sum less those of its rows in N. G of the rows not read is their cached value, which
+    has the sign of the exact one."""
+    X, y, ub = p.X, p.y, p.ub
+    n, m = X.shape[0], screen.n
+    C, s = p.C, p.s
+    levels = (1.0 - y[:m] * b) / C
+    answer = screen.query(w / C, levels, s[:m], max_rows - (n - m))
+    if answer is None:
+        return None
+    near = np.zeros(m, dtype=bool)
+    near[answer.near] = True
+    below = answer.below
+    above = ~below & ~near
+    wrong = (below & (alpha[:m] < ub[:m])) | (above & (alpha[:m] > 0))
+    wrong_below = np.flatnonzero(below & wrong)
+    extra = np.concatenate([np.flatnonzero(wrong), np.arange(m, n)])
+    if answer.rows_read + extra.size > max_rows:
+        return None
+    read = np.concatenate([answer.near, extra])
+    S = below & ~wrong
+    sum_S = answer.below_sum - _combine_rows(X, s * y, wrong_below)
+    margins = np.append(C * answer.margins, np.empty(n - m))  # x_i·w: exact for the rows read
+    _row_margins(X, w, extra, margins)
+    if not np.isfinite(margins[read]).all():
+        _check_finite(X)
+    g = y * (margins + b) - 1.0
+    s_S = s[:m][S]
+    linear = C * (float(s_S.sum()) - b * float(s_S @ y[:m][S]) - float(w @ sum_S))
+    primal = 0.5 * (w @ w + b * b) + float(ub[read] @ np.maximum(0.0, -g[read])) + linear
+    w_alpha = C * sum_S + _combine_rows(X, alpha * y, read)
+    return g, w_alpha, primal
 
 
 def _gap_terms(g: np.ndarray, alpha: np.ndarray, ub: np.ndarray, rows: np.ndarray) -> float:

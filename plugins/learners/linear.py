@@ -41,6 +41,7 @@ class _LinearLearner:
 
     name = ""
     loss_kind = ""
+    objective_in_info = True  # a fit's info["objective"] is J(θ) on its training set, evaluated at θ
 
     def __init__(self, C_R: float = 0.09, regularise_bias: bool = True, tol: float = 1e-10, max_iter: int = 100_000):
         self.C_R = float(C_R)
