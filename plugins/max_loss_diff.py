@@ -35,6 +35,7 @@ LABELS = (-1.0, 1.0)
 #: Relative tolerance of the deterministic tie-breaks (:func:`box_knapsack`, :func:`_better`).
 TIE_TOL = 1e-12
 SOLVERS = ("auto", "closed-form", "cvxpy", "milp")
+LOGISTIC_SEARCHES = ("adam", "zonotope")
 ONEHOT_MODES = ("ignore", "exact", "at-most-one")
 
 
@@ -334,6 +335,10 @@ class MaxLossDiffSolver:
         One-hot groups for the cvxpy / MILP paths (see :class:`CvxpyHinge`).
     restarts, lr, max_steps, tol
         Logistic only: the projected Adam settings.
+    logistic_search : {"adam", "zonotope"}
+        Logistic only: ``adam``, the reference code's local search (the default, as in the
+        paper); ``zonotope``, the global maximum over the box by branch and bound
+        (:func:`poisonbench.plugins.logistic_box_search.logistic_max_loss_diff_box`).
     """
 
     def __init__(
@@ -346,6 +351,7 @@ class MaxLossDiffSolver:
         lr: float = 0.1,
         max_steps: int = 20_000,
         tol: float = 1e-7,
+        logistic_search: str = "adam",
     ) -> None:
         if loss not in ("hinge", "logistic"):
             raise ValueError(f"loss: expected 'hinge' or 'logistic', got {loss!r}")
@@ -353,7 +359,9 @@ class MaxLossDiffSolver:
             raise ValueError(f"solver: expected one of {SOLVERS}, got {solver!r}")
         if onehot not in ONEHOT_MODES:
             raise ValueError(f"onehot: expected one of {ONEHOT_MODES}, got {onehot!r}")
-        self.loss, self.feasible, self.onehot = loss, feasible, onehot
+        if logistic_search not in LOGISTIC_SEARCHES:
+            raise ValueError(f"logistic_search: expected one of {LOGISTIC_SEARCHES}, got {logistic_search!r}")
+        self.loss, self.feasible, self.onehot, self.logistic_search = loss, feasible, onehot, logistic_search
         self.adam = dict(restarts=restarts, lr=lr, max_steps=max_steps, tol=tol)
         has_int = bool(feasible.integer.any())
         if solver == "auto":
@@ -374,6 +382,10 @@ class MaxLossDiffSolver:
         init: np.ndarray | None = None,
     ) -> MaxLossDiff:
         """The maximiser for θ_t against θ_p (``rng`` and ``init`` are used by the logistic path)."""
+        if self.loss == "logistic" and self.logistic_search == "zonotope":
+            from poisonbench.plugins.logistic_box_search import logistic_max_loss_diff_box
+
+            return logistic_max_loss_diff_box(theta_t, theta_p, self.feasible)
         if self.loss == "logistic":
             return logistic_max_loss_diff(
                 theta_t, theta_p, self.feasible, rng or np.random.default_rng(0), init=init, **self.adam

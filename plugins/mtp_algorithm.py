@@ -51,8 +51,8 @@ class MTPSettings:
     copies: k, copies of (x*, y*) added per iteration (1 in the paper).
     max_poisons: own cap on the poisons, combined with ``scenario.budget`` (the smaller applies).
     accuracy_goal: stop once the accuracy on the target subpopulation (or on the test split when
-    the scenario has none) is ≤ this. solver, onehot, restarts, lr, max_steps, adam_tol: the
-    max-loss-difference method (:class:`poisonbench.plugins.max_loss_diff.MaxLossDiffSolver`)."""
+    the scenario has none) is ≤ this. solver, onehot, restarts, lr, max_steps, adam_tol,
+    logistic_search: the max-loss-difference method (:class:`poisonbench.plugins.max_loss_diff.MaxLossDiffSolver`)."""
 
     epsilon: float | None = None
     copies: int = 1
@@ -64,6 +64,7 @@ class MTPSettings:
     lr: float = 0.1
     max_steps: int = 20_000
     adam_tol: float = 1e-7
+    logistic_search: str = "adam"
 
     def __post_init__(self) -> None:
         if int(self.copies) != self.copies or self.copies < 1:
@@ -159,6 +160,7 @@ class _OnlineRun:
             lr=settings.lr,
             max_steps=settings.max_steps,
             tol=settings.adam_tol,
+            logistic_search=settings.logistic_search,
         )
         self.rng = scenario.rng(stream=7)
         self.sub = data.subpopulation(scenario.subpopulation) if scenario.subpopulation else None

@@ -18,7 +18,7 @@ from poisonbench import Param, PoisonBatch, Scenario, hookimpl
 from poisonbench.learner import Model
 from poisonbench.params import declare
 from poisonbench.plugins.lower_bound import induced_bound
-from poisonbench.plugins.max_loss_diff import ONEHOT_MODES, SOLVERS
+from poisonbench.plugins.max_loss_diff import LOGISTIC_SEARCHES, ONEHOT_MODES, SOLVERS
 from poisonbench.plugins.mtp_algorithm import MTPSettings, run_mtp
 from poisonbench.plugins.targets import check_grid, make_target, parse_spec
 
@@ -40,6 +40,11 @@ from poisonbench.plugins.targets import check_grid, make_target, parse_spec
         "lr": Param(float, "logistic: Adam step size", low=0, low_open=True),
         "max_steps": Param(int, "logistic: Adam steps per restart", low=1),
         "adam_tol": Param(float, "logistic: Adam stopping tolerance", low=0, low_open=True),
+        "logistic_search": Param(
+            str,
+            "logistic: adam (the reference's local search) or zonotope (global, branch and bound)",
+            choices=LOGISTIC_SEARCHES,
+        ),
         "target_quantiles": Param(list, "loss quantiles of the target heuristic", optional=True, check=check_grid),
         "target_repeats": Param(
             list, "repeat counts of the target heuristic", optional=True, check=lambda v: check_grid(v, integer=True)
@@ -81,6 +86,7 @@ class ModelTargetedPoisoning:
         lr: float = 0.1,
         max_steps: int = 20_000,
         adam_tol: float = 1e-7,
+        logistic_search: str = "adam",
         target_quantiles: list[float] | None = None,
         target_repeats: list[int] | None = None,
         target_flip_source: str = "test",
@@ -101,6 +107,7 @@ class ModelTargetedPoisoning:
             lr=lr,
             max_steps=max_steps,
             adam_tol=adam_tol,
+            logistic_search=logistic_search,
         )
         self.target_params: dict[str, Any] = dict(
             quantiles=target_quantiles, repeats=target_repeats, flip_source=target_flip_source
