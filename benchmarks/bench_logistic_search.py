@@ -5,7 +5,7 @@ Baseline: projected Adam ascent with the reference settings (10 random restarts 
 the previous maximiser, lr 0.1, at most 20,000 steps, stop when the objective changes by less
 than 1e-7; :func:`poisonbench.plugins.max_loss_diff.logistic_max_loss_diff`). Ours: the global
 maximum over the box by branch and bound on the zonotope boundary
-(:func:`poisonbench.plugins.logistic_box_search.logistic_max_loss_diff_box`). The check of the
+(:func:`poisonbench.plugins.max_loss_diff.logistic_max_loss_diff_box`). The check of the
 value: ours is at least Adam's at the reference settings and at a high effort (100 restarts).
 
 States: the first ``STATES`` iterates of an MTP run (logistic regression, C_R = 0.09, toward an
@@ -27,8 +27,7 @@ import pytest
 from poisonbench.attack import Scenario
 from poisonbench.plugins.datasets.mnist import mnist
 from poisonbench.plugins.learners.linear import LogisticRegression
-from poisonbench.plugins.logistic_box_search import logistic_max_loss_diff_box
-from poisonbench.plugins.max_loss_diff import logistic_max_loss_diff
+from poisonbench.plugins.max_loss_diff import logistic_max_loss_diff, logistic_max_loss_diff_box
 from poisonbench.plugins.mtp_algorithm import MTPSettings, _OnlineRun
 from poisonbench.plugins.targets import error_target
 from poisonbench.testing import toy_dataset

@@ -23,9 +23,8 @@ below its chord; their difference is affine in the segment's parameter)
 whose gap to the true maximum shrinks as the square of the segment's length. A branch and bound
 over the edges and their halves returns a point within ``tol`` of the global maximum. The Adam search of the reference code
 (:func:`poisonbench.plugins.max_loss_diff.logistic_max_loss_diff`) finds a local maximum; this
-finds the global one in about the time of a few of its steps. Integer features are handled as
-the reference does: the continuous maximiser is rounded, and the value is that of the rounded
-point (then not certified).
+finds the global one in about the time of a few of its steps
+(:func:`poisonbench.plugins.max_loss_diff.logistic_max_loss_diff_box` wraps it for MTP).
 """
 
 from __future__ import annotations
@@ -34,9 +33,6 @@ from collections.abc import Sequence
 
 import numpy as np
 from scipy.special import expit
-
-from poisonbench.dataset import FeasibleSet
-from poisonbench.plugins.max_loss_diff import LABELS, MaxLossDiff, logistic_loss_diff
 
 
 def _g(s: np.ndarray | float, y: float, b: float) -> np.ndarray:
@@ -88,33 +84,20 @@ class _Chains:
         return x
 
 
-def logistic_max_loss_diff_box(
-    theta_t: np.ndarray,
-    theta_p: np.ndarray,
-    feasible: FeasibleSet,
-    tol: float = 1e-12,
-    labels: Sequence[float] = LABELS,
-) -> MaxLossDiff:
-    """``max_{x ∈ box, y} log(1 + e^{−y f_t(x)}) − log(1 + e^{−y f_p(x)})`` by branch and bound on
-    the zonotope boundary (module docstring), to within ``tol`` (relative to max(1, |value|)).
-
-    ``exact`` is True when the box has no integer features: the value is then within ``tol`` of
-    the global maximum (``solver="zonotope-bb"``)."""
+def logistic_box_maximiser(
+    theta_t: np.ndarray, theta_p: np.ndarray, lo: np.ndarray, hi: np.ndarray, labels: Sequence[float], tol: float
+) -> tuple[np.ndarray, float]:
+    """``argmax_{lo ≤ x ≤ hi, y ∈ labels} log(1 + e^{−y f_t(x)}) − log(1 + e^{−y f_p(x)})`` by
+    branch and bound on the zonotope boundary (module docstring): a point within ``tol``
+    (relative to max(1, |value|)) of the global maximum, and its label."""
     w_t, b_t, w_p, b_p = theta_t[:-1], float(theta_t[-1]), theta_p[:-1], float(theta_p[-1])
-    lo, hi = feasible.lo, feasible.hi
     chains = _Chains(w_t, w_p, lo, hi)
-    best = (-np.inf, None, 0.0)
+    best_value, best_x, best_y = -np.inf, lo.copy(), float(labels[0])
     for y in labels:
-        found = _branch_and_bound(chains, y, b_t, b_p, tol)
-        if found[0] > best[0]:
-            best = (found[0], found[1], y)
-    _, x, y = best
-    ints = np.asarray(feasible.integer, bool)
-    if ints.any():
-        x = x.copy()
-        x[ints] = np.clip(np.rint(x[ints]), lo[ints], hi[ints])
-    value = float(logistic_loss_diff(theta_t, theta_p, x, y)[0])
-    return MaxLossDiff(value, x, float(y), exact=not ints.any(), relaxed=False, solver="zonotope-bb")
+        value, x = _branch_and_bound(chains, float(y), b_t, b_p, tol)
+        if value > best_value:
+            best_value, best_x, best_y = value, x, float(y)
+    return best_x, best_y
 
 
 def _branch_and_bound(chains: _Chains, y: float, b_t: float, b_p: float, tol: float) -> tuple[float, np.ndarray]:

@@ -350,7 +350,7 @@ def _offsets_and_radii(
 ):  # pragma: no cover - compiled
     """Per row: ``offset_i = y_i (m_i + z_i·c_g) − ℓ_i`` and ``radius_i = (‖r_i‖ ‖v − P c_g‖ +
     ‖Pᵀr_i‖ ‖c_g‖ + allowance ‖x_i‖ (‖w‖ + ‖w_g‖)) (1 + 1e-12) + slack_i`` (module docstring)."""
-    for i in range(Z.shape[0]):
+    for i in range(margins.shape[0]):  # the sketch may cover more rows of the buffer than the screen
         g = generation[i]
         s = margins[i]
         for j in range(Z.shape[1]):

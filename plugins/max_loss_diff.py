@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from poisonbench.dataset import FeasibleSet
+from poisonbench.plugins.logistic_box_search import logistic_box_maximiser
 
 LABELS = (-1.0, 1.0)
 #: Relative tolerance of the deterministic tie-breaks (:func:`box_knapsack`, :func:`_better`).
@@ -320,6 +321,28 @@ def logistic_max_loss_diff(
     return MaxLossDiff(float(best_val[i]), best_x[i].copy(), float(Y[i]), exact=False, solver="adam")
 
 
+def logistic_max_loss_diff_box(
+    theta_t: np.ndarray,
+    theta_p: np.ndarray,
+    feasible: FeasibleSet,
+    tol: float = 1e-12,
+    labels: Sequence[float] = LABELS,
+) -> MaxLossDiff:
+    """The global ``max_{x, y} logistic(θ_t) − logistic(θ_p)`` over the box, within ``tol``
+    (:func:`poisonbench.plugins.logistic_box_search.logistic_box_maximiser`); ``exact`` when the
+    box has no integer features. Integer features are handled as the reference does for Adult:
+    the continuous maximiser is rounded, and the value is that of the rounded point (then not
+    certified)."""
+    lo, hi = feasible.lo, feasible.hi
+    x, y = logistic_box_maximiser(theta_t, theta_p, lo, hi, labels, tol)
+    ints = np.asarray(feasible.integer, bool)
+    if ints.any():
+        x = x.copy()
+        x[ints] = np.clip(np.rint(x[ints]), lo[ints], hi[ints])
+    value = float(logistic_loss_diff(theta_t, theta_p, x, y)[0])
+    return MaxLossDiff(value, x, y, exact=not ints.any(), relaxed=False, solver="zonotope-bb")
+
+
 class MaxLossDiffSolver:
     """Chooses and runs the max-loss-difference method for a loss and a feasible set.
 
@@ -338,7 +361,7 @@ class MaxLossDiffSolver:
     logistic_search : {"adam", "zonotope"}
         Logistic only: ``adam``, the reference code's local search (the default, as in the
         paper); ``zonotope``, the global maximum over the box by branch and bound
-        (:func:`poisonbench.plugins.logistic_box_search.logistic_max_loss_diff_box`).
+        (:func:`poisonbench.plugins.max_loss_diff.logistic_max_loss_diff_box`).
     """
 
     def __init__(
@@ -383,8 +406,6 @@ class MaxLossDiffSolver:
     ) -> MaxLossDiff:
         """The maximiser for θ_t against θ_p (``rng`` and ``init`` are used by the logistic path)."""
         if self.loss == "logistic" and self.logistic_search == "zonotope":
-            from poisonbench.plugins.logistic_box_search import logistic_max_loss_diff_box
-
             return logistic_max_loss_diff_box(theta_t, theta_p, self.feasible)
         if self.loss == "logistic":
             return logistic_max_loss_diff(

@@ -9,8 +9,12 @@ import numpy as np
 import pytest
 
 from poisonbench.dataset import FeasibleSet
-from poisonbench.plugins.logistic_box_search import logistic_max_loss_diff_box
-from poisonbench.plugins.max_loss_diff import MaxLossDiffSolver, logistic_loss_diff, logistic_max_loss_diff
+from poisonbench.plugins.max_loss_diff import (
+    MaxLossDiffSolver,
+    logistic_loss_diff,
+    logistic_max_loss_diff,
+    logistic_max_loss_diff_box,
+)
 
 
 def _box(d: int, lo: float = 0.0, hi: float = 1.0, integer: np.ndarray | None = None) -> FeasibleSet:

@@ -303,3 +303,24 @@ def test_screened_certificate_equals_the_full_read_for_any_dual_point():
     G = y * (X @ w + b) - 1.0
     assert primal == pytest.approx(0.5 * (w @ w + b * b) + float(ub @ np.maximum(0.0, -G)), rel=1e-12)
     assert np.all(np.sign(g) == np.sign(G))
+
+
+def test_an_older_screen_stays_valid_after_a_newer_one_extends_the_shared_sketch(monkeypatch):
+    """Screens of one buffer share their sketch; a newer screen over more rows extends it. The
+    older screen must still read only its own rows (the kernels run as Python here, so an index
+    past its arrays raises)."""
+    import poisonbench.plugins.margin_screen as ms
+
+    monkeypatch.setattr(ms, "_offsets_and_radii", ms._offsets_and_radii.py_func)
+    X0 = _low_rank_rows(80, 12, 3, seed=14)
+    pool = WeightedPool(X0, np.where(X0[:, 0] > 0, 1.0, -1.0))
+    X, y, _ = pool.arrays()
+    old = MarginScreen.from_pass(X, y, np.zeros(12), np.zeros(80), RowSketch.randomised(X, rank=3))
+    pool.add(np.ones(12), 1.0, 1)
+    X2, y2, _ = pool.arrays()
+    MarginScreen.from_pass(X2, y2, np.zeros(12), np.zeros(81), old.sketch)
+    assert old.sketch.Z.shape[0] == 81
+    w = 0.1 * np.ones(12)
+    _bound_holds(old, X, y, w, np.zeros(80))
+    answer = old.query(w, np.zeros(80), np.ones(80), 80)
+    assert answer is not None and answer.margins.shape == (80,)
