@@ -227,20 +227,32 @@ class MarginScreen:
     def bounds(self, w: np.ndarray, levels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per row, the estimate ``y_i (m_i + z_i·c) − ℓ_i`` of ``y_i x_i·w − ℓ_i`` and the
         radius it is certainly within (module docstring); reads no row of X."""
+        return self._estimate(w, None, self.signs, levels)
+
+    def _estimate(
+        self, w: np.ndarray, rows: np.ndarray | None, signs: np.ndarray, levels: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`bounds` for ``rows`` (all the screen's rows when None) with their ``signs`` and
+        ``levels``: the kernel :func:`_offsets_and_radii` on the rows' caches and sketch."""
         sk = self.sketch
         Cg, resid, cnorm, scale = self._moves(w)
-        offset = np.empty(self.n)
-        radius = np.empty(self.n)
+
+        def pick(a: np.ndarray) -> np.ndarray:
+            return a[: self.n] if rows is None else a[rows]
+
+        size = self.n if rows is None else rows.size
+        offset = np.empty(size)
+        radius = np.empty(size)
         _offsets_and_radii(
-            sk.Z,
-            self.margins,
-            self.signs,
+            pick(sk.Z),
+            pick(self.margins),
+            signs,
             levels,
-            self.generation,
-            self.slack,
-            sk.norms,
-            sk.resid,
-            sk.ortho,
+            pick(self.generation),
+            pick(self.slack),
+            pick(sk.norms),
+            pick(sk.resid),
+            pick(sk.ortho),
             Cg,
             resid,
             cnorm,
@@ -300,28 +312,7 @@ class MarginScreen:
             return
         h = MAX_GENERATIONS // 2
         moved = np.flatnonzero((self.generation >= 1) & (self.generation <= h))
-        Cg, resid, cnorm, scale = self._moves(self.weights[h + 1])
-        offset = np.empty(moved.size)
-        radius = np.empty(moved.size)
-        sk = self.sketch
-        _offsets_and_radii(
-            sk.Z[moved],
-            self.margins[moved],
-            np.ones(moved.size),
-            np.zeros(moved.size),
-            self.generation[moved],
-            self.slack[moved],
-            sk.norms[moved],
-            sk.resid[moved],
-            sk.ortho[moved],
-            Cg,
-            resid,
-            cnorm,
-            scale,
-            32.0 * sk.gamma,
-            offset,
-            radius,
-        )
+        offset, radius = self._estimate(self.weights[h + 1], moved, np.ones(moved.size), np.zeros(moved.size))
         self.margins[moved] = offset
         self.slack[moved] = radius
         self.generation[moved] = h + 1
@@ -350,7 +341,7 @@ def _offsets_and_radii(
 ):  # pragma: no cover - compiled
     """Per row: ``offset_i = y_i (m_i + z_i·c_g) − ℓ_i`` and ``radius_i = (‖r_i‖ ‖v − P c_g‖ +
     ‖Pᵀr_i‖ ‖c_g‖ + allowance ‖x_i‖ (‖w‖ + ‖w_g‖)) (1 + 1e-12) + slack_i`` (module docstring)."""
-    for i in range(margins.shape[0]):  # the sketch may cover more rows of the buffer than the screen
+    for i in range(margins.shape[0]):
         g = generation[i]
         s = margins[i]
         for j in range(Z.shape[1]):
